@@ -1,0 +1,30 @@
+"""User-facing errors.
+
+Every failure a user can cause (bad params, a malformed genotype, a missing file, a corrupt checkpoint) raises an
+``EpsError``. The CLI prints ``str(err)`` as one line and exits non-zero, so the message must name the problem and
+the fix; tracebacks are reserved for bugs.
+"""
+
+
+class EpsError(Exception):
+    """Base class: a problem with the user's input or environment, not a bug."""
+
+
+class ConfigError(EpsError):
+    """Invalid or inconsistent params."""
+
+
+class ArchError(EpsError, ValueError):
+    """A malformed architecture string or genotype."""
+
+
+class DataError(EpsError):
+    """A dataset file is missing, corrupt or inconsistent."""
+
+
+class CheckpointError(EpsError):
+    """A checkpoint is corrupt, or was made with other params."""
+
+
+class NumericalError(EpsError):
+    """A loss became NaN or infinite."""
