@@ -1,0 +1,66 @@
+"""Search quality against a benchmark's ground truth (NB201): chosen cell, final population, ranking correlation.
+
+Works with any object offering ``has``, ``accuracy``, ``rank``, ``columns``, ``top_fraction_mask`` and ``len``, so
+a future tabular benchmark plugs in without touching the stages.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from eps.metrics import kendall_tau, spearman_rho
+
+PRIMARY = "cifar10_test"
+
+
+def cell_accuracies(bench, arch: str) -> dict | None:
+    if bench is None or not bench.has(arch):
+        return None
+    out = {col: bench.accuracy(arch, col) for col in bench.columns}
+    out["rank"] = bench.rank(arch, PRIMARY)
+    out["rank_of"] = len(bench)
+    return out
+
+
+def population_quality(bench, snapshot: dict, top_fraction: float = 0.2) -> dict | None:
+    """Accuracy statistics of the final population, and tau/rho between -loss and accuracy over measured members."""
+    if bench is None or not snapshot:
+        return None
+    archs = [a for a in snapshot["arch"] if bench.has(a)]
+    if not archs:
+        return None
+    acc = np.array([bench.accuracy(a, PRIMARY) for a in archs])
+    in_top = bench.top_fraction_mask(archs, column=PRIMARY, fraction=top_fraction)
+    measured = [(a, l) for a, l, c in zip(snapshot["arch"], snapshot["loss"], snapshot["count"])
+                if c >= 1 and l is not None and bench.has(a)]
+    m_acc = np.array([bench.accuracy(a, PRIMARY) for a, _ in measured])
+    m_neg_loss = -np.array([l for _, l in measured])
+    m_top = bench.top_fraction_mask([a for a, _ in measured], column=PRIMARY, fraction=top_fraction) \
+        if measured else np.zeros(0, bool)
+    return {
+        "metric": PRIMARY,
+        "members": len(archs),
+        "mean_acc": float(acc.mean()),
+        "max_acc": float(acc.max()),
+        "top_share": float(in_top.mean()),
+        "top_fraction": top_fraction,
+        "measured": len(measured),
+        "tau_all": kendall_tau(m_neg_loss, m_acc),
+        "rho_all": spearman_rho(m_neg_loss, m_acc),
+        "measured_top": int(m_top.sum()),
+        "tau_top": kendall_tau(m_neg_loss[m_top], m_acc[m_top]),
+        "rho_top": spearman_rho(m_neg_loss[m_top], m_acc[m_top]),
+    }
+
+
+def accuracy_over_time(bench, snapshots: list[dict]) -> dict | None:
+    """Per snapshot: mean and max ground-truth accuracy of the population (for the report's plot)."""
+    if bench is None:
+        return None
+    its, mean, best = [], [], []
+    for snap in snapshots:
+        acc = [bench.accuracy(a, PRIMARY) for a in snap["arch"] if bench.has(a)]
+        if acc:
+            its.append(snap["iteration"])
+            mean.append(float(np.mean(acc)))
+            best.append(float(np.max(acc)))
+    return {"iteration": its, "mean": mean, "max": best}

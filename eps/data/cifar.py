@@ -1,0 +1,66 @@
+"""CIFAR-10 as uint8 tensors, and the NAS-Bench-201 train/valid split of its training set.
+
+torchvision reads and md5-checks the original python batches; we keep the whole set as one uint8 tensor so batches
+are gathered and augmented on the training device (eps.data.augment), never image by image in PIL.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from eps.errors import DataError
+
+CIFAR10_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)  # NB201 / reference statistics
+CIFAR10_STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)
+SPLIT_FILE = "nb201/cifar10-split.json"
+
+
+def load_cifar10(root: str | Path, train: bool = True, download: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images uint8 [N, 3, 32, 32], labels int64 [N]) from ``root/cifar-10-batches-py``.
+
+    Files are md5-checked by torchvision; when they are missing or corrupt and ``download`` is set, torchvision
+    fetches the archive (md5-checked too). Offline, a clear DataError says where the files must go.
+    """
+    from torchvision.datasets import CIFAR10
+
+    root = Path(root)
+    try:
+        ds = CIFAR10(str(root), train=train, download=False)
+    except RuntimeError:
+        if not download:
+            raise DataError(f"CIFAR-10 not found or corrupt (md5 mismatch) under {root}/cifar-10-batches-py; "
+                            f"set EPS_DATA_DIR or data_root to the folder that holds it") from None
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            ds = CIFAR10(str(root), train=train, download=True)
+        except Exception as err:
+            raise DataError(f"CIFAR-10 not found or corrupt under {root}/cifar-10-batches-py and the download failed "
+                            f"({type(err).__name__}); put the python batches there or set EPS_DATA_DIR") from None
+    images = torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))
+    labels = torch.tensor(ds.targets, dtype=torch.int64)
+    return images, labels
+
+
+def load_split(root: str | Path, n: int = 50000, log=None) -> tuple[np.ndarray, np.ndarray]:
+    """NAS-Bench-201's 25k/25k split of the training set; derived deterministically when the file is absent."""
+    path = Path(root) / SPLIT_FILE
+    if not path.exists():
+        (log or (lambda m: print(m, file=sys.stderr)))(
+            f"note: {path} not found; using a split derived deterministically (permutation with seed 0), "
+            f"not NAS-Bench-201's own, so numbers are not comparable to the benchmark's cifar10-valid")
+        perm = np.random.default_rng(0).permutation(n)
+        return np.sort(perm[: n // 2]), np.sort(perm[n // 2:])
+    try:
+        split = json.loads(path.read_text())
+        train, valid = np.asarray(split["train"], dtype=np.int64), np.asarray(split["valid"], dtype=np.int64)
+    except (ValueError, KeyError, TypeError):
+        raise DataError(f"{path} is not a split file (a JSON object with integer lists 'train' and 'valid'); "
+                        f"replace it or delete it to derive one") from None
+    if (len(np.intersect1d(train, valid)) or train.min(initial=0) < 0 or valid.min(initial=0) < 0
+            or max(train.max(initial=0), valid.max(initial=0)) >= n):
+        raise DataError(f"{path}: 'train' and 'valid' must be disjoint indices in 0..{n - 1}; replace the file")
+    return train, valid

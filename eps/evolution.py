@@ -1,0 +1,119 @@
+"""The EPS controller (spec §1.5): an aging population, a trained group, and mutation of the group's best.
+
+It is space-agnostic: architectures come from ``space.sample`` and ``space.mutate`` and are opaque values here.
+``strategy="random"`` turns it into plain RandomNAS at the same budget: training paths are drawn uniformly from the
+whole space and the population is refreshed with fresh random cells instead of children, while fitness is measured
+exactly as for EPS, so the snapshots and the final selection are comparable.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from eps.spaces.base import Arch, SearchSpace
+
+
+@dataclass
+class Member:
+    uid: int          # birth order, unique within a run
+    arch: Arch
+    born: int         # round in which the member joined the population
+    loss: float = 0.0
+    count: int = 0    # number of fitness measurements
+
+    def as_state(self) -> tuple:
+        return (self.uid, self.arch, self.born, self.loss, self.count)
+
+
+class Controller:
+    def __init__(self, space: SearchSpace, rng: np.random.Generator, population: int = 256, group: int = 64,
+                 parents: int = 4, children_per_parent: int = 1, strategy: str = "eps", fitness_momentum: float = 0.0,
+                 rank_min_count: int = 1, first_measurement_offset: float = 0.0, measure: str = "group"):
+        self.space, self.rng = space, rng
+        self.population_size, self.group_size = population, group
+        self.parents, self.children_per_parent = parents, children_per_parent
+        self.strategy, self.momentum = strategy, fitness_momentum
+        self.rank_min_count, self.first_offset = rank_min_count, first_measurement_offset
+        self.measure = measure
+        self.round = 0
+        self.next_uid = 0
+        self.population: list[Member] = [self._new(space.sample(rng)) for _ in range(population)]
+        self.group: list[int] = []   # indices into self.population
+        self.trained: set[int] = set()
+        self.draw_group()
+
+    def _new(self, arch: Arch) -> Member:
+        m = Member(self.next_uid, arch, self.round)
+        self.next_uid += 1
+        return m
+
+    def draw_group(self) -> None:
+        self.group = [int(i) for i in self.rng.choice(len(self.population), self.group_size, replace=False)]
+        self.trained = set()
+
+    def next_train_arch(self) -> Arch:
+        """The path for one training step: a uniform draw (with replacement) from the trained group."""
+        if self.strategy == "random":
+            return self.space.sample(self.rng)
+        i = self.group[int(self.rng.integers(len(self.group)))]
+        self.trained.add(i)
+        return self.population[i].arch
+
+    def to_measure(self) -> list[int]:
+        """Population indices scored this round: the whole group (paper) or only those trained in the round."""
+        if self.measure == "trained" and self.strategy != "random":
+            return [i for i in self.group if i in self.trained]
+        return list(self.group)
+
+    def record_fitness(self, indices: list[int], losses: list[float]) -> None:
+        for i, loss in zip(indices, losses):
+            m = self.population[i]
+            if m.count == 0:
+                m.loss = loss + self.first_offset
+            else:
+                m.loss = (1.0 - self.momentum) * loss + self.momentum * m.loss
+            m.count += 1
+
+    def ranked_group(self) -> list[int]:
+        """Group indices, best first: measured enough -> by loss; the rest keep draw order at the end (stable)."""
+        def key(i):
+            m = self.population[i]
+            return (0, m.loss) if m.count >= self.rank_min_count else (1, 0.0)
+        return sorted(self.group, key=key)
+
+    def evolve(self) -> list[Member]:
+        """One selection step: children of the group's best join the tail, the oldest leave, a new group is drawn."""
+        self.round += 1
+        if self.strategy == "random":
+            newborn = [self._new(self.space.sample(self.rng))
+                       for _ in range(self.parents * self.children_per_parent)]
+        else:
+            newborn = [self._new(self.space.mutate(self.population[i].arch, self.rng))
+                       for i in self.ranked_group()[:self.parents] for _ in range(self.children_per_parent)]
+        self.population.extend(newborn)
+        del self.population[:max(0, len(self.population) - self.population_size)]
+        self.draw_group()
+        return newborn
+
+    def snapshot(self, iteration: int) -> dict:
+        """The population in queue order (oldest first), in the notation written to files."""
+        enc = self.space.encode
+        return {
+            "iteration": iteration,
+            "arch": [enc(m.arch) for m in self.population],
+            "loss": [m.loss if m.count else None for m in self.population],
+            "count": [m.count for m in self.population],
+            "age": [self.round - m.born for m in self.population],
+        }
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.bit_generator.state, "round": self.round, "next_uid": self.next_uid,
+                "population": [m.as_state() for m in self.population], "group": list(self.group),
+                "trained": sorted(self.trained)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.round, self.next_uid = state["round"], state["next_uid"]
+        self.population = [Member(*s) for s in state["population"]]
+        self.group, self.trained = list(state["group"]), set(state["trained"])

@@ -1,0 +1,332 @@
+"""NAS-Bench-201 ground truth: the benchmark's accuracy table, loaded from a small CSV.
+
+The official benchmark ships as a multi-gigabyte pickled ``.pth`` that needs the ``nas_201_api`` package and minutes
+to load. Everything eps needs from it fits in one CSV row per cell (index, arch string, a few 200-epoch accuracies),
+so ``import_benchmark`` converts the official file once and ``GroundTruth`` reads only the CSV afterwards.
+
+CSV layout (``nb201/ground_truth.csv`` under the data root): a header row, then one row per cell. Required columns
+``index`` (the benchmark's architecture index), ``arch`` (its benchmark string), ``cifar10_valid`` and
+``cifar10_test``; any further columns are numeric accuracies (for example ``nats_cifar100_test``) and are kept.
+An empty cell in an optional column reads as NaN (a benchmark may lack a dataset for some cells).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import os
+import pickle
+import re
+import tempfile
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from eps.errors import ConfigError, DataError
+
+__all__ = ["GROUND_TRUTH_FILE", "REQUIRED_COLUMNS", "GroundTruth", "import_benchmark"]
+
+GROUND_TRUTH_FILE = "nb201/ground_truth.csv"
+REQUIRED_COLUMNS = ("index", "arch", "cifar10_valid", "cifar10_test")
+_ACCURACY_REQUIRED = ("cifar10_valid", "cifar10_test")
+
+_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+_OP = "(?:" + "|".join(_OPS) + ")"
+# Exact NB201 cell string: node i lists its inputs 0..i-1 in order. Checked on load so that a CSV of some other
+# benchmark (or with reordered edges) fails loudly instead of silently never matching a searched architecture.
+_ARCH_RE = re.compile(rf"^\|{_OP}~0\|\+\|{_OP}~0\|{_OP}~1\|\+\|{_OP}~0\|{_OP}~1\|{_OP}~2\|$")
+
+_IMPORT_HINT = "run `eps nb201 import FILE` with the official NAS-Bench-201 .pth, or set EPS_DATA_DIR"
+
+
+class GroundTruth:
+    """The accuracy table of NAS-Bench-201, one row per cell, columns held as NumPy arrays."""
+
+    def __init__(self, index: np.ndarray, archs: Sequence[str], columns: dict[str, np.ndarray], source: str = ""):
+        self.index = np.asarray(index, dtype=np.int64)
+        self.archs: list[str] = list(archs)
+        self._columns = {name: np.asarray(col, dtype=np.float64) for name, col in columns.items()}
+        self.source = source
+        self.arch_to_row: dict[str, int] = {}
+        for row, arch in enumerate(self.archs):
+            if arch in self.arch_to_row:
+                raise DataError(
+                    f"{source or 'ground truth'}: architecture {arch} appears twice (rows {self.arch_to_row[arch] + 1}"
+                    f" and {row + 1}); re-create the file with `eps nb201 import FILE`"
+                )
+            self.arch_to_row[arch] = row
+        for name in _ACCURACY_REQUIRED:
+            if name not in self._columns:
+                raise DataError(f"{source or 'ground truth'}: missing column {name!r}; {_IMPORT_HINT}")
+        # rank() and top_fraction_mask() need each column's values in order; sorting once here makes every query
+        # O(log N). NaNs (missing optional values) sort last and are excluded from the ranking.
+        self._sorted = {name: np.sort(col[~np.isnan(col)]) for name, col in self._columns.items()}
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def load(cls, data_root: str | os.PathLike) -> "GroundTruth":
+        """Read ``<data_root>/nb201/ground_truth.csv``; DataError if it is missing or malformed."""
+        path = Path(data_root) / GROUND_TRUTH_FILE
+        if not path.is_file():
+            raise DataError(f"NAS-Bench-201 ground truth not found at {path}; {_IMPORT_HINT} to a folder that holds "
+                            f"{GROUND_TRUTH_FILE}")
+        return cls.load_csv(path)
+
+    @classmethod
+    def load_csv(cls, path: str | os.PathLike) -> "GroundTruth":
+        """Read a ground-truth CSV from an explicit path."""
+        path = Path(path)
+        try:
+            # utf-8-sig: a spreadsheet round trip may add a byte-order mark that would corrupt the first header name.
+            with open(path, newline="", encoding="utf-8-sig") as f:
+                rows = list(csv.reader(f))
+        except FileNotFoundError:
+            raise DataError(f"NAS-Bench-201 ground truth not found at {path}; {_IMPORT_HINT}") from None
+        except (OSError, UnicodeDecodeError, csv.Error) as e:
+            raise DataError(f"{path}: cannot read the ground-truth CSV ({e}); {_IMPORT_HINT}") from None
+        return cls._from_rows(rows, str(path))
+
+    @classmethod
+    def _from_rows(cls, rows: list[list[str]], source: str) -> "GroundTruth":
+        if not rows:
+            raise DataError(f"{source}: the ground-truth CSV is empty; {_IMPORT_HINT}")
+        header = [h.strip() for h in rows[0]]
+        missing = [c for c in REQUIRED_COLUMNS if c not in header]
+        if missing:
+            raise DataError(f"{source}: missing column(s) {', '.join(missing)} in the header (found "
+                            f"{', '.join(header)}); {_IMPORT_HINT}")
+        if len(set(header)) != len(header):
+            dup = sorted({h for h in header if header.count(h) > 1})
+            raise DataError(f"{source}: duplicate column(s) {', '.join(dup)} in the header; {_IMPORT_HINT}")
+        acc_names = [h for h in header if h not in ("index", "arch")]
+        pos = {h: i for i, h in enumerate(header)}
+
+        index: list[int] = []
+        archs: list[str] = []
+        values: dict[str, list[float]] = {name: [] for name in acc_names}
+        seen_index: dict[int, int] = {}
+        for lineno, row in enumerate(rows[1:], start=2):
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue  # a blank line (e.g. a trailing newline) carries no data
+            if len(row) != len(header):
+                raise DataError(f"{source}, line {lineno}: expected {len(header)} fields, found {len(row)}; "
+                                f"{_IMPORT_HINT}")
+            try:
+                idx = int(row[pos["index"]])
+            except ValueError:
+                raise DataError(f"{source}, line {lineno}: index {row[pos['index']]!r} is not an integer; "
+                                f"{_IMPORT_HINT}") from None
+            if idx in seen_index:
+                raise DataError(f"{source}, line {lineno}: index {idx} already used on line {seen_index[idx]}; "
+                                f"{_IMPORT_HINT}")
+            seen_index[idx] = lineno
+            arch = row[pos["arch"]].strip()
+            if not _ARCH_RE.match(arch):
+                raise DataError(f"{source}, line {lineno}: {arch!r} is not a NAS-Bench-201 arch string like "
+                                f"|op~0|+|op~0|op~1|+|op~0|op~1|op~2| with ops {', '.join(_OPS)}; {_IMPORT_HINT}")
+            for name in acc_names:
+                text = row[pos[name]].strip()
+                if not text and name not in _ACCURACY_REQUIRED:
+                    values[name].append(math.nan)
+                    continue
+                try:
+                    v = float(text)
+                except ValueError:
+                    v = math.nan
+                    text = text or "(empty)"
+                if not math.isfinite(v):
+                    raise DataError(f"{source}, line {lineno}: column {name} holds {text!r}, expected a finite "
+                                    f"accuracy; {_IMPORT_HINT}")
+                values[name].append(v)
+            index.append(idx)
+            archs.append(arch)
+        if not archs:
+            raise DataError(f"{source}: the ground-truth CSV has a header but no rows; {_IMPORT_HINT}")
+        return cls(np.array(index, dtype=np.int64), archs, {k: np.array(v) for k, v in values.items()}, source)
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def columns(self) -> list[str]:
+        """Names of the accuracy columns, in file order."""
+        return list(self._columns)
+
+    def __len__(self) -> int:
+        return len(self.archs)
+
+    def has(self, arch: str) -> bool:
+        return arch in self.arch_to_row
+
+    def column(self, name: str) -> np.ndarray:
+        """The whole accuracy column (read-only view), aligned with ``archs``."""
+        col = self._column(name).view()
+        col.flags.writeable = False
+        return col
+
+    def _column(self, name: str) -> np.ndarray:
+        try:
+            return self._columns[name]
+        except KeyError:
+            raise DataError(f"ground truth has no column {name!r}; available: {', '.join(self._columns)}") from None
+
+    def _row(self, arch: str) -> int:
+        try:
+            return self.arch_to_row[arch]
+        except (KeyError, TypeError):
+            raise DataError(f"architecture {arch!r} is not in the ground truth ({len(self)} cells"
+                            f"{', ' + self.source if self.source else ''}); check the arch string, or import the "
+                            f"full benchmark with `eps nb201 import FILE`") from None
+
+    def accuracy(self, arch: str, column: str = "cifar10_test") -> float:
+        return float(self._column(column)[self._row(arch)])
+
+    def rank(self, arch: str, column: str = "cifar10_test") -> int:
+        """1-based rank among all cells, 1 = best; ties share the best rank (1 + number of strictly better cells)."""
+        value = self.accuracy(arch, column)
+        if math.isnan(value):
+            raise DataError(f"architecture {arch} has no {column} value in the ground truth, so it has no rank; "
+                            f"choose another column ({', '.join(self._columns)})")
+        ordered = self._sorted[column]
+        better = ordered.size - int(np.searchsorted(ordered, value, side="right"))
+        return 1 + better
+
+    def top_fraction_mask(self, archs: Iterable[str], column: str = "cifar10_valid",
+                          fraction: float = 0.2) -> np.ndarray:
+        """Whether each arch is in the global top ``fraction`` of all cells by ``column``.
+
+        The threshold is the accuracy of the ceil(fraction * N)-th best cell; a cell at or above it counts, so ties
+        at the threshold are all included.
+        """
+        if not (isinstance(fraction, (int, float)) and 0 < fraction <= 1):
+            raise ConfigError(f"top fraction must be in (0, 1], got {fraction!r}")
+        col = self._column(column)
+        ordered = self._sorted[column]
+        if ordered.size == 0:
+            raise DataError(f"ground truth column {column} has no values; choose another column")
+        # ceil on a product like 0.2 * 15625 = 3125.0000000000005 would add one; round off float noise first.
+        k = max(1, math.ceil(round(fraction * ordered.size, 9)))
+        threshold = ordered[ordered.size - k]
+        archs = list(archs)
+        out = np.empty(len(archs), dtype=bool)
+        for i, arch in enumerate(archs):
+            v = col[self._row(arch)]
+            out[i] = bool(v >= threshold)  # NaN (missing) compares False
+        return out
+
+
+# ---------------------------------------------------------------------- import of the official benchmark
+
+# (CSV column, benchmark dataset, evaluation set). 'cifar10-valid' trains on the train half and evaluates on the
+# valid half ('x-valid'); 'cifar10' trains on train+valid and evaluates on the official test set ('ori-test'); the
+# two others report their benchmark test half ('x-test'). These are the numbers the NB201 and EPS papers quote.
+_IMPORT_COLUMNS = (
+    ("cifar10_valid", "cifar10-valid", "x-valid"),
+    ("cifar10_test", "cifar10", "ori-test"),
+    ("cifar100_test", "cifar100", "x-test"),
+    ("imagenet16_test", "ImageNet16-120", "x-test"),
+)
+_BENCHMARK_KEYS = ("meta_archs", "arch2infos", "evaluated_indexes")
+_NOT_BENCHMARK = ("is not a NAS-Bench-201 benchmark file; pass the official NAS-Bench-201-v1_0-e61699.pth or "
+                  "NAS-Bench-201-v1_1-096897.pth")
+
+
+def _load_benchmark_dict(path: Path) -> dict:
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # The official files predate torch's safe loader and may hold plain-pickled objects it refuses. The file is
+        # one the user explicitly asked to import, so a full unpickle is the only way to read it; anything that is
+        # not a benchmark is still rejected by the checks that follow.
+        pass
+    except Exception as e:  # torch raises assorted types (RuntimeError, EOFError, ...) on corrupt input
+        raise DataError(f"{path} {_NOT_BENCHMARK} (cannot load it: {type(e).__name__}: {e})") from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise DataError(f"{path} {_NOT_BENCHMARK} (cannot load it: {type(e).__name__}: {e})") from None
+
+
+def import_benchmark(pth_path: str | os.PathLike, out_csv: str | os.PathLike) -> int:
+    """Convert the official NAS-Bench-201 ``.pth`` (v1.0 or v1.1) to the ground-truth CSV; return the row count.
+
+    Accuracies are the 200-epoch ones (the benchmark's ``hp='200'``, stored under ``'full'``), final epoch, averaged
+    over all seeds, i.e. ``NASBench201API.get_more_info(index, dataset, hp='200', is_random=False)``. Columns
+    ``cifar100_test`` / ``imagenet16_test`` are written only when every imported cell has that dataset. The CSV is
+    written to a temporary file beside ``out_csv`` and moved into place, so a crash never leaves half a table.
+    """
+    from nas_201_api import ArchResults
+
+    pth_path = Path(pth_path)
+    out_csv = Path(out_csv)
+    if not pth_path.is_file():
+        raise DataError(f"benchmark file not found: {pth_path}; download NAS-Bench-201-v1_0-e61699.pth (or v1_1) and "
+                        f"pass its path")
+    data = _load_benchmark_dict(pth_path)
+    if not isinstance(data, dict) or any(k not in data for k in _BENCHMARK_KEYS):
+        raise DataError(f"{pth_path} {_NOT_BENCHMARK} (expected a dict with keys {', '.join(_BENCHMARK_KEYS)})")
+
+    # The package's NASBench201API(dict) would deep-copy the whole (multi-GB) dict before doing exactly this: wrap
+    # each cell's 'full' entry in ArchResults. Doing it here directly halves peak memory; the numbers are those of
+    # get_more_info (tests check the two agree).
+    meta_archs = data["meta_archs"]
+    arch2infos = data["arch2infos"]
+    rows: list[tuple[int, str, dict[str, float]]] = []
+    try:
+        indexes = sorted(int(i) for i in data["evaluated_indexes"])
+    except (TypeError, ValueError):
+        raise DataError(f"{pth_path} {_NOT_BENCHMARK} (evaluated_indexes is not a list of integers)") from None
+    for idx in indexes:
+        try:
+            arch = meta_archs[idx]
+            results = ArchResults.create_from_state_dict(arch2infos[idx]["full"])
+            datasets = set(results.get_dataset_names())
+            accs = {}
+            for column, dataset, setname in _IMPORT_COLUMNS:
+                if dataset in datasets:
+                    info = results.get_metrics(dataset, setname, iepoch=None, is_random=False)
+                    accs[column] = float(info["accuracy"])
+        except Exception as e:  # the package signals bad content with asserts, KeyErrors, IndexErrors ...
+            raise DataError(f"{pth_path}: cannot read the results of architecture index {idx} "
+                            f"({type(e).__name__}: {e}); {_NOT_BENCHMARK}") from None
+        if not isinstance(arch, str) or not _ARCH_RE.match(arch):
+            raise DataError(f"{pth_path}: architecture index {idx} has arch {arch!r}, not a NAS-Bench-201 cell "
+                            f"string; {_NOT_BENCHMARK}")
+        missing = [c for c in _ACCURACY_REQUIRED if c not in accs]
+        if missing:
+            raise DataError(f"{pth_path}: architecture index {idx} has no 200-epoch result for "
+                            f"{', '.join(missing)}; {_NOT_BENCHMARK}")
+        rows.append((idx, arch, accs))
+    if not rows:
+        raise DataError(f"{pth_path} holds no evaluated architectures; {_NOT_BENCHMARK}")
+
+    columns = [c for c, _, _ in _IMPORT_COLUMNS if all(c in accs for _, _, accs in rows)]
+    _write_csv_atomic(out_csv, ["index", "arch", *columns],
+                      ([str(idx), arch, *(f"{accs[c]:.4f}" for c in columns)] for idx, arch, accs in rows))
+    return len(rows)
+
+
+def _write_csv_atomic(path: Path, header: list[str], rows: Iterable[list[str]]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise DataError(f"cannot write {path} ({e}); choose a writable output path") from None
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerow(header)
+            writer.writerows(rows)
+            f.flush()
+            os.fsync(f.fileno())  # so the rename never exposes an empty file after a power loss
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise DataError(f"cannot write {path} ({e}); choose a writable output path") from None
+        raise

@@ -1,0 +1,168 @@
+"""NAS-Bench-201 networks: the weight-sharing supernet (spec §1.2) and the standalone network of one cell.
+
+Both follow the benchmark's macro skeleton: stem -> N cells at C -> residual reduction -> N cells at 2C -> residual
+reduction -> N cells at 4C -> BN -> ReLU -> global pool -> linear.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+NONE, SKIP, CONV1, CONV3, POOL = range(5)
+EDGES = [(1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2)]  # (to node, from node), in the six-integer order
+
+
+def relu_conv_bn(c: int, k: int, affine: bool) -> nn.Sequential:
+    return nn.Sequential(nn.ReLU(inplace=False), nn.Conv2d(c, c, k, 1, k // 2, bias=False),
+                         nn.BatchNorm2d(c, affine=affine, track_running_stats=affine))
+
+
+class Zero(nn.Module):
+    def forward(self, x):
+        return x.mul(0.0)
+
+
+def make_op(op: int, c: int, affine: bool) -> nn.Module:
+    if op == NONE:
+        return Zero()
+    if op == SKIP:
+        return nn.Identity()
+    if op == CONV1:
+        return relu_conv_bn(c, 1, affine)
+    if op == CONV3:
+        return relu_conv_bn(c, 3, affine)
+    return nn.AvgPool2d(3, 1, 1, count_include_pad=False)
+
+
+class ResidualReduction(nn.Module):
+    """NB201's ResNet basic block C -> 2C with stride 2 (affine BN, as in the benchmark and the reference)."""
+
+    def __init__(self, c_in: int, c_out: int, track_running_stats: bool = True):
+        super().__init__()
+        bn = lambda c: nn.BatchNorm2d(c, affine=True, track_running_stats=track_running_stats)  # noqa: E731
+        self.conv_a = nn.Sequential(nn.ReLU(), nn.Conv2d(c_in, c_out, 3, 2, 1, bias=False), bn(c_out))
+        self.conv_b = nn.Sequential(nn.ReLU(), nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), bn(c_out))
+        self.downsample = nn.Sequential(nn.AvgPool2d(2, 2, 0), nn.Conv2d(c_in, c_out, 1, 1, 0, bias=False))
+
+    def forward(self, x):
+        return self.downsample(x) + self.conv_b(self.conv_a(x))
+
+
+def live_edges(arch: tuple[int, ...]) -> tuple[tuple[int, int, int], ...]:
+    """The (edge index, from node, to node) whose output can reach the cell output and is not identically zero.
+
+    An edge carrying ``none``, or leaving a node that receives only zeros, contributes exactly 0 (conv of a zero map
+    gives 0 after batch-statistics BN), and so does an edge into a node that feeds nothing live. Skipping them gives
+    the same outputs and the same gradients on every weight that can receive one.
+    """
+    nonzero = {0}
+    for e, (i, j) in enumerate(EDGES):
+        if arch[e] != NONE and j in nonzero:
+            nonzero.add(i)
+    useful = {3}
+    for e in reversed(range(len(EDGES))):
+        i, j = EDGES[e]
+        if arch[e] != NONE and i in useful and j in nonzero:
+            useful.add(j)
+    return tuple((e, j, i) for e, (i, j) in enumerate(EDGES)
+                 if arch[e] != NONE and j in nonzero and i in useful)
+
+
+class SearchCell(nn.Module):
+    """Every edge owns all five operations; only the chosen one runs."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.edges = nn.ModuleList(nn.ModuleList(make_op(op, c, affine=False) for op in range(5)) for _ in EDGES)
+
+    def forward(self, x, arch, plan):
+        if plan is None:  # plain path: run every edge, `none` included
+            nodes = [x]
+            for i in (1, 2, 3):
+                nodes.append(sum(self.edges[e][arch[e]](nodes[j]) for e, (ii, j) in enumerate(EDGES) if ii == i))
+            return nodes[3]
+        nodes: dict[int, torch.Tensor] = {0: x}
+        for e, j, i in plan:
+            y = self.edges[e][arch[e]](nodes[j])
+            nodes[i] = y if i not in nodes else nodes[i] + y
+        return nodes.get(3, torch.zeros_like(x)) if plan else torch.zeros_like(x)
+
+
+def _skeleton(c: int, n: int, make_cell, affine: bool, track: bool):
+    layers, kinds = [], []
+    for stage in range(3):
+        if stage > 0:
+            layers.append(ResidualReduction(c * 2 ** (stage - 1), c * 2 ** stage, track_running_stats=track))
+            kinds.append(False)
+        for _ in range(n):
+            layers.append(make_cell(c * 2 ** stage))
+            kinds.append(True)
+    stem = nn.Sequential(nn.Conv2d(3, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c, affine=affine, track_running_stats=track))
+    last = nn.Sequential(nn.BatchNorm2d(c * 4, affine=affine, track_running_stats=track), nn.ReLU())
+    return stem, nn.ModuleList(layers), kinds, last
+
+
+class NB201Supernet(nn.Module):
+    """Single-path weight-sharing supernet. Stem, cell and final BNs are non-affine with batch statistics.
+
+    The two residual blocks keep affine BN as in the reference, but without running statistics: the reference never
+    reads them (the supernet never enters eval mode), so outputs are identical and fitness forwards mutate nothing.
+    """
+
+    def __init__(self, channels: int = 16, cells_per_stage: int = 5, num_classes: int = 10, skip_dead: bool = True):
+        super().__init__()
+        self.stem, self.layers, self.is_cell, self.last = _skeleton(
+            channels, cells_per_stage, SearchCell, affine=False, track=False)
+        self.classifier = nn.Linear(channels * 4, num_classes)
+        self.skip_dead = skip_dead
+        self._plans: dict[tuple, tuple] = {}
+
+    def plan(self, arch):
+        if not self.skip_dead:
+            return None
+        if arch not in self._plans:
+            self._plans[arch] = live_edges(arch)
+        return self._plans[arch]
+
+    def forward(self, x, arch):
+        plan = self.plan(arch)
+        x = self.stem(x)
+        for layer, is_cell in zip(self.layers, self.is_cell):
+            x = layer(x, arch, plan) if is_cell else layer(x)
+        x = self.last(x)
+        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+class InferCell(nn.Module):
+    """A fixed cell: one operation instance per edge, `none` edges included (as the benchmark builds them)."""
+
+    def __init__(self, arch: tuple[int, ...], c: int):
+        super().__init__()
+        self.arch = arch
+        self.ops = nn.ModuleList(make_op(op, c, affine=True) for op in arch)
+
+    def forward(self, x):
+        nodes = [x]
+        for i in (1, 2, 3):
+            nodes.append(sum(self.ops[e](nodes[j]) for e, (ii, j) in enumerate(EDGES) if ii == i))
+        return nodes[3]
+
+
+class NB201Network(nn.Module):
+    """The standalone network the benchmark trained for a cell (affine BN with running statistics)."""
+
+    def __init__(self, arch: tuple[int, ...], channels: int = 16, cells_per_stage: int = 5, num_classes: int = 10):
+        super().__init__()
+        self.arch = tuple(arch)
+        self.stem, self.layers, _, self.last = _skeleton(
+            channels, cells_per_stage, lambda c: InferCell(self.arch, c), affine=True, track=True)
+        self.classifier = nn.Linear(channels * 4, num_classes)
+
+    def forward(self, x):
+        x = self.stem(x)
+        for layer in self.layers:
+            x = layer(x)
+        x = self.last(x)
+        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))

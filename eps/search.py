@@ -1,0 +1,134 @@
+"""The two supernet-training loops: uniform warm-up and the EPS search (spec §1.4-1.6, pseudo-code §1.9).
+
+Both are space-agnostic: a ``SupernetTask`` trains one path per step and scores paths; the ``Controller`` decides
+which. State is checkpointed at round boundaries together with the byte length of the snapshot history, so a killed
+run resumes exactly where its last checkpoint left it and writes the same history as an uninterrupted run.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from eps.checkpoint import CheckpointDir
+from eps.errors import NumericalError
+from eps.evolution import Controller
+from eps.io import AppendLog
+from eps.progress import progress_bar
+from eps.spaces.base import SearchSpace
+from eps.train.common import cosine_lr, rng_state, set_lr, set_rng_state
+
+
+@dataclass
+class LoopResult:
+    iterations: int
+    seconds: float
+    resumed_from: int
+    last_train_loss: float
+    nonfinite_skipped: int
+
+
+def _check_finite(values: torch.Tensor, what: str, where) -> None:
+    bad = (~torch.isfinite(values)).nonzero()
+    if len(bad):
+        it, arch = where(int(bad[0]))
+        raise NumericalError(f"non-finite {what} at iteration {it} on cell {arch}; the last good checkpoint is kept; "
+                             f"lower the lr, or set on_nonfinite: skip to skip such steps")
+
+
+def run_warmup(space: SearchSpace, task, cfg: dict, seed: int, ckpt: CheckpointDir, restart: bool = False,
+               on_nonfinite: str = "stop") -> LoopResult:
+    """``cfg['iterations']`` steps at constant lr, each along a uniformly random path of the whole space."""
+    total, every = cfg["iterations"], cfg["checkpoint_every"]
+    rng = np.random.default_rng([seed, 1])
+    state = ckpt.load_latest(restart)
+    t = 0
+    if state is not None:
+        task.load_state_dict(state["task"])
+        rng.bit_generator.state = state["rng"]
+        set_rng_state(state["global_rng"], task.device)
+        t = state["iteration"]
+    start, resumed_from, skipped = time.monotonic(), t, 0
+    set_lr(task.optimizer, cfg["lr"])
+    last = torch.tensor(float("nan"))
+    with progress_bar("warmup", total, t) as bar:
+        while t < total:
+            n = min(every, total - t)
+            archs = [space.sample(rng) for _ in range(n)]
+            losses = torch.stack([task.train_step(a, skip_nonfinite=on_nonfinite == "skip") for a in archs]).cpu()
+            if on_nonfinite == "stop":
+                _check_finite(losses, "training loss", lambda k: (t + k + 1, space.encode(archs[k])))
+            skipped += int((~torch.isfinite(losses)).sum())
+            t += n
+            last = losses[-1]
+            ckpt.save({"task": task.state_dict(), "rng": rng.bit_generator.state,
+                       "global_rng": rng_state(task.device), "iteration": t})
+            bar.advance(n, f"loss {float(last):.3f}")
+    return LoopResult(t, time.monotonic() - start, resumed_from, float(last), skipped)
+
+
+def run_search(space: SearchSpace, task, controller: Controller, cfg: dict, history: AppendLog, ckpt: CheckpointDir,
+               warm_state: dict | None = None, restart: bool = False) -> LoopResult:
+    """The EPS loop. ``history`` receives one population snapshot per round boundary and a final one."""
+    total, interval = cfg["iterations"], cfg["val_interval"]
+    every, base_lr = cfg["checkpoint_every"], cfg["lr"]
+    skip = cfg["on_nonfinite"] == "skip"
+    state = ckpt.load_latest(restart)
+    t, skipped = 0, 0
+    if state is not None:
+        task.load_state_dict(state["task"])
+        controller.load_state_dict(state["controller"])
+        set_rng_state(state["global_rng"], task.device)
+        history.truncate(state["history_bytes"])
+        t, skipped = state["iteration"], state["nonfinite_skipped"]
+    else:
+        history.truncate(0)
+        if warm_state is not None:
+            task.load_state_dict(warm_state, weights_only=True)
+    start, resumed_from = time.monotonic(), t
+    rounds_done = t // interval
+    last = float("nan")
+
+    def save():
+        ckpt.save({"task": task.state_dict(), "controller": controller.state_dict(),
+                   "global_rng": rng_state(task.device), "history_bytes": history.commit(), "iteration": t,
+                   "nonfinite_skipped": skipped})
+
+    with progress_bar(f"search ({controller.strategy})", total, t) as bar:
+        while t < total:
+            if t > 0:
+                history.append(controller.snapshot(t))
+                controller.evolve()
+            n = min(interval, total - t)
+            archs, losses = [], []
+            for k in range(n):
+                set_lr(task.optimizer, cosine_lr(base_lr, t + k + 1, total))
+                arch = controller.next_train_arch()
+                archs.append(arch)
+                losses.append(task.train_step(arch, skip_nonfinite=skip))
+            measured = controller.to_measure()
+            fitness = task.fitness([controller.population[i].arch for i in measured])
+            # The round's only host synchronisation: train losses and fitness in one transfer.
+            both = torch.cat([torch.stack(losses).float(), fitness.float()]).cpu()
+            train_l, fit = both[:n], both[n:]
+            if skip:
+                skipped += int((~torch.isfinite(both)).sum())
+                keep = [k for k in range(len(measured)) if math.isfinite(float(fit[k]))]
+                measured, fit = [measured[k] for k in keep], fit[keep]
+            else:
+                _check_finite(train_l, "training loss", lambda k: (t + k + 1, space.encode(archs[k])))
+                _check_finite(fit, "fitness loss",
+                              lambda k: (t + n, space.encode(controller.population[measured[k]].arch)))
+            controller.record_fitness(measured, fit.tolist())
+            t += n
+            rounds_done += 1
+            last = float(train_l[torch.isfinite(train_l)].mean()) if torch.isfinite(train_l).any() else float("nan")
+            if rounds_done % every == 0 or t >= total:
+                save()
+            bar.advance(n, f"train loss {last:.3f}  best fitness {float(fit.min()) if len(fit) else float('nan'):.3f}")
+    history.append(controller.snapshot(t))
+    history.commit()
+    return LoopResult(t, time.monotonic() - start, resumed_from, last, skipped)

@@ -1,0 +1,241 @@
+"""NAS-Bench-201 cell space (spec §1): six edges, five operations, 15,625 cells.
+
+Internal architecture: a tuple of six ints in the edge order (1<-0), (2<-0), (2<-1), (3<-0), (3<-1), (3<-2), the
+encoding EPS uses. Files and reports use the benchmark's arch string.
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from eps.config import Choice
+from eps.errors import ArchError
+from eps.models.nb201 import EDGES, OPS, NB201Network, NB201Supernet
+
+NAME = "nb201"
+NUM_CELLS = len(OPS) ** len(EDGES)
+
+DEFAULT_PARAMS = {
+    "space": {
+        "dataset": Choice("cifar10", ("cifar10",)),
+        "channels": 16,
+        "cells_per_stage": 5,
+        "p_opwise": 0.5,
+    },
+    "warmup": {
+        "iterations": 0,
+        "batch_size": 128,
+        "lr": 0.1,
+        "momentum": 0.9,
+        "weight_decay": 4e-5,
+        "checkpoint_every": 1000,
+    },
+    "search": {
+        "strategy": Choice("eps", ("eps", "random")),
+        "iterations": 80000,
+        "val_interval": 50,
+        "population": 256,
+        "group": 64,
+        "parents": 4,
+        "children_per_parent": 1,
+        "batch_size": 128,
+        "lr": 0.1,
+        "momentum": 0.9,
+        "weight_decay": 4e-5,
+        "label_smoothing": 0.1,
+        "fitness_batch_size": 250,
+        "fitness_batches": 1,
+        "fitness_shared": False,
+        "fitness_momentum": 0.0,
+        "fitness_members": Choice("group", ("group", "trained")),
+        "rank_min_count": 2,
+        "first_measurement_offset": 1e-4,
+        "channels_last": True,
+        "skip_dead_edges": True,
+        "amp": False,
+        "on_nonfinite": Choice("stop", ("stop", "skip")),
+        "data_subset": 0,
+        "checkpoint_every": 20,
+    },
+    "select": {
+        "window": 10000,
+        "alpha": 1.4,
+        "beta": 5.2,
+        "rule": Choice("size_prior", ("size_prior", "prior_free")),
+    },
+    "retrain": {
+        "epochs": 200,
+        "batch_size": 256,
+        "lr": 0.1,
+        "momentum": 0.9,
+        "nesterov": True,
+        "weight_decay": 5e-4,
+        "train_subset": 0,
+        "test_subset": 0,
+        "channels_last": True,
+        "amp": False,
+        "checkpoint_every": 1,
+    },
+}
+
+
+def validate(section: dict) -> list[str]:
+    errors = []
+    if not 0 <= section["space"]["p_opwise"] <= 1:
+        errors.append(f"space.p_opwise: got {section['space']['p_opwise']}, must be in [0, 1]")
+    for key in ("channels", "cells_per_stage"):
+        if section["space"][key] < 1:
+            errors.append(f"space.{key}: got {section['space'][key]}, must be >= 1")
+    s = section["search"]
+    if s["data_subset"] < 0:
+        errors.append(f"search.data_subset: got {s['data_subset']}, must be >= 0 (0 = the whole half)")
+    for key in ("fitness_batch_size", "fitness_batches", "rank_min_count"):
+        if s[key] < 1:
+            errors.append(f"search.{key}: got {s[key]}, must be >= 1")
+    if not 0 <= s["fitness_momentum"] < 1:
+        errors.append(f"search.fitness_momentum: got {s['fitness_momentum']}, must be in [0, 1)")
+    if not 0 <= s["label_smoothing"] < 1:
+        errors.append(f"search.label_smoothing: got {s['label_smoothing']}, must be in [0, 1)")
+    if section["select"]["window"] < 1:
+        errors.append(f"select.window: got {section['select']['window']}, must be >= 1 iteration")
+    r = section["retrain"]
+    for key in ("epochs", "batch_size", "checkpoint_every"):
+        if r[key] < 1:
+            errors.append(f"retrain.{key}: got {r[key]}, must be >= 1")
+    for key in ("train_subset", "test_subset"):
+        if r[key] < 0:
+            errors.append(f"retrain.{key}: got {r[key]}, must be >= 0 (0 = the whole set)")
+    if r["lr"] <= 0:
+        errors.append(f"retrain.lr: got {r['lr']}, must be > 0")
+    return errors
+
+
+_NODE_RE = re.compile(r"^\|(?:[^|~+]+~\d+\|)+$")
+
+
+def arch_to_str(arch: tuple[int, ...]) -> str:
+    groups, e = [], 0
+    for i in (1, 2, 3):
+        ops = []
+        for j in range(i):
+            ops.append(f"{OPS[arch[e]]}~{j}")
+            e += 1
+        groups.append("|" + "|".join(ops) + "|")
+    return "+".join(groups)
+
+
+def str_to_arch(text: str) -> tuple[int, ...]:
+    """Parse a NAS-Bench-201 arch string; every malformed input raises ArchError with the reason."""
+    if not isinstance(text, str):
+        raise ArchError(f"NB201 arch must be a string, got {type(text).__name__}")
+    s = text.strip()
+    example = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+    groups = s.split("+")
+    if len(groups) != 3:
+        raise ArchError(f"NB201 arch {text!r} has {len(groups)} node group(s) joined by '+', expected 3; e.g. {example}")
+    arch = []
+    for i, group in enumerate(groups, start=1):
+        if not _NODE_RE.match(group):
+            raise ArchError(f"NB201 arch {text!r}: node {i} group {group!r} is not of the form |op~j|...|")
+        entries = group.strip("|").split("|")
+        if len(entries) != i:
+            raise ArchError(f"NB201 arch {text!r}: node {i} has {len(entries)} input(s), expected {i}")
+        for j, entry in enumerate(entries):
+            op, _, src = entry.partition("~")
+            if op not in OPS:
+                raise ArchError(f"NB201 arch {text!r}: unknown operation {op!r}; allowed: {', '.join(OPS)}")
+            if src != str(j):
+                raise ArchError(f"NB201 arch {text!r}: node {i} input {j} is written ~{src}, expected ~{j}")
+            arch.append(OPS.index(op))
+    return tuple(arch)
+
+
+def ints_to_arch(values) -> tuple[int, ...]:
+    """The six-integer EPS encoding (e.g. ``[3, 3, 3, 1, 3, 3]`` or ``[[3], [3, 3], [1, 3, 3]]``) as an arch."""
+    flat = [v for group in values for v in (group if isinstance(group, (list, tuple)) else [group])]
+    if len(flat) != len(EDGES) or not all(isinstance(v, (int, np.integer)) and 0 <= v < len(OPS) for v in flat):
+        raise ArchError(f"NB201 encoding {values!r} must be six integers in 0..{len(OPS) - 1}")
+    return tuple(int(v) for v in flat)
+
+
+def arch_index(arch: tuple[int, ...]) -> int:
+    """Position of ``arch`` in base-5 order (0..15,624); used for enumeration, not the benchmark's index."""
+    idx = 0
+    for v in arch:
+        idx = idx * len(OPS) + v
+    return idx
+
+
+def all_archs():
+    for idx in range(NUM_CELLS):
+        digits, rest = [], idx
+        for _ in EDGES:
+            digits.append(rest % len(OPS))
+            rest //= len(OPS)
+        yield tuple(reversed(digits))
+
+
+class NB201Space:
+    name = NAME
+
+    def __init__(self, channels: int = 16, cells_per_stage: int = 5, p_opwise: float = 0.5, num_classes: int = 10):
+        self.channels, self.cells_per_stage, self.num_classes = channels, cells_per_stage, num_classes
+        self.p_opwise = p_opwise
+        self._params_cache: dict = {}
+
+    def sample(self, rng: np.random.Generator) -> tuple[int, ...]:
+        return tuple(int(v) for v in rng.integers(0, len(OPS), size=len(EDGES)))
+
+    def mutate(self, arch, rng: np.random.Generator) -> tuple[int, ...]:
+        # Reference rule: each position independently redrawn with p_opwise; the old op may be drawn again.
+        redraw = rng.random(len(EDGES)) < self.p_opwise
+        fresh = rng.integers(0, len(OPS), size=len(EDGES))
+        return tuple(int(f) if r else a for a, r, f in zip(arch, redraw, fresh))
+
+    def encode(self, arch) -> str:
+        return arch_to_str(arch)
+
+    def decode(self, text: str) -> tuple[int, ...]:
+        return str_to_arch(text)
+
+    def largest(self) -> tuple[int, ...]:
+        return (OPS.index("nor_conv_3x3"),) * len(EDGES)
+
+    def build_supernet(self, skip_dead_edges: bool = True) -> NB201Supernet:
+        return NB201Supernet(self.channels, self.cells_per_stage, self.num_classes, skip_dead=skip_dead_edges)
+
+    def build_network(self, arch, num_classes: int | None = None) -> NB201Network:
+        return NB201Network(arch, self.channels, self.cells_per_stage, num_classes or self.num_classes)
+
+    def num_params(self, arch, num_classes: int | None = None) -> int:
+        key = (arch, num_classes)
+        if key not in self._params_cache:
+            net = self.build_network(arch, num_classes)
+            self._params_cache[key] = sum(p.numel() for p in net.parameters())
+        return self._params_cache[key]
+
+    def search_task(self, params: dict, data_root, device, seed: int, stage: str = "search"):
+        from eps.train.supernet import ImageSupernetTask
+        model = self.build_supernet(skip_dead_edges=params["search"]["skip_dead_edges"])
+        return ImageSupernetTask(model, params[stage], params["search"], data_root, device, seed,
+                                 dataset=params["space"]["dataset"], subset=params["search"]["data_subset"])
+
+    def benchmark(self, data_root):
+        """NAS-Bench-201 ground truth when the CSV is under the data root, else None."""
+        from eps.groundtruth import GroundTruth
+        from eps.errors import DataError
+        try:
+            return GroundTruth.load(data_root)
+        except DataError:
+            return None
+
+    def retrain_task(self, arch, params: dict, data_root, device, seed: int):
+        from eps.train.retrain import ImageRetrainTask
+        return ImageRetrainTask(self.build_network(arch), params["retrain"], data_root, device, seed,
+                                dataset=params["space"]["dataset"])
+
+
+def build(section: dict) -> NB201Space:
+    s = section["space"]
+    return NB201Space(s["channels"], s["cells_per_stage"], s["p_opwise"])

@@ -1,0 +1,206 @@
+"""The four stages (plus report) as thin functions: read params and upstream artifacts, call eps, write outputs.
+
+Layout under the output root (default ``runs/``), per space::
+
+    <space>/warmup/   supernet.pt  metrics.json  timing.json
+    <space>/search/   supernet.pt  history.jsonl  population.csv  metrics.json  timing.json
+    <space>/select/   selection.json  candidates.csv  arch.txt
+    <space>/retrain/  model.pt  metrics.json  curve.csv  timing.json
+    <space>/report/   report.txt  *.png
+    <space>/.work/<stage>/   checkpoints and the in-progress history (not a DVC output, so it survives reruns)
+
+Every file is written atomically; outputs appear only when a stage completes. ``timing.json`` holds wall-clock
+figures and is the only output that differs between two runs with the same seed.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+
+from eps import checkpoint
+from eps import io as eio
+from eps.analysis import cell_accuracies, population_quality
+from eps.checkpoint import CheckpointDir
+from eps.config import data_root
+from eps.errors import EpsError
+from eps.evolution import Controller
+from eps.progress import console
+from eps.search import run_search, run_warmup
+from eps.selection import choose, collect_candidates
+from eps.spaces import get_space
+from eps.train.common import resolve_device, seed_everything
+from eps.train.retrain import run_retrain
+
+STAGES = ("warmup", "search", "select", "retrain")
+# Search keys that change the supernet or its data, and therefore the warm-up's result too.
+SUPERNET_KEYS = ("label_smoothing", "channels_last", "amp", "skip_dead_edges", "data_subset")
+SEED_OFFSET = {"warmup": 100, "search": 200, "retrain": 300}
+
+
+def log(msg: str) -> None:
+    console.print(msg, highlight=False)
+
+
+class RunPaths:
+    def __init__(self, out: str | Path, space: str):
+        self.root = Path(out) / space
+
+    def stage(self, name: str) -> Path:
+        return self.root / name
+
+    def work(self, name: str) -> Path:
+        return self.root / ".work" / name
+
+
+def _setup(space_name: str, params: dict, stage: str):
+    section = params[space_name]
+    space = get_space(space_name, section)
+    device = resolve_device(params["device"])
+    seed_everything(params["seed"] + SEED_OFFSET.get(stage, 0), params["deterministic"])
+    return section, space, device
+
+
+def _require(path: Path, stage: str, space: str) -> Path:
+    if not path.exists():
+        raise EpsError(f"{path} not found; run `eps stage {stage} --space {space}` first (with the same --out)")
+    return path
+
+
+def warmup(space_name: str, params: dict, out: str | Path, restart: bool = False) -> dict:
+    section, space, device = _setup(space_name, params, "warmup")
+    paths = RunPaths(out, space_name)
+    task = space.search_task(section, data_root(params), device, params["seed"] + SEED_OFFSET["warmup"], "warmup")
+    identity = {"stage": "warmup", "seed": params["seed"], "space": section["space"], "warmup": section["warmup"],
+                "supernet": {k: section["search"][k] for k in SUPERNET_KEYS}}
+    ckpt = CheckpointDir(paths.work("warmup"), identity, log=log)
+    result = run_warmup(space, task, section["warmup"], params["seed"], ckpt, restart, section["search"]["on_nonfinite"])
+    d = paths.stage("warmup")
+    checkpoint.save(d / "supernet.pt", {"model": task.model.state_dict()})
+    eio.write_json(d / "metrics.json", {"iterations": result.iterations, "last_train_loss": result.last_train_loss,
+                                       "nonfinite_skipped": result.nonfinite_skipped, "seed": params["seed"]})
+    eio.write_json(d / "timing.json", {"seconds": result.seconds, "resumed_from": result.resumed_from})
+    log(f"warmup: {result.iterations} iterations in {result.seconds:.1f}s -> {d}")
+    return {"iterations": result.iterations}
+
+
+def search(space_name: str, params: dict, out: str | Path, restart: bool = False) -> dict:
+    section, space, device = _setup(space_name, params, "search")
+    paths = RunPaths(out, space_name)
+    warm_path = _require(paths.stage("warmup") / "supernet.pt", "warmup", space_name)
+    warm = checkpoint.load(warm_path)
+    cfg = section["search"]
+    task = space.search_task(section, data_root(params), device, params["seed"] + SEED_OFFSET["search"], "search")
+    controller = Controller(space, np.random.default_rng([params["seed"], 2]), population=cfg["population"],
+                            group=cfg["group"], parents=cfg["parents"], children_per_parent=cfg["children_per_parent"],
+                            strategy=cfg["strategy"], fitness_momentum=cfg["fitness_momentum"],
+                            rank_min_count=cfg["rank_min_count"],
+                            first_measurement_offset=cfg["first_measurement_offset"],
+                            measure=cfg["fitness_members"])
+    identity = {"stage": "search", "seed": params["seed"], "space": section["space"], "search": cfg,
+                "warmup_supernet": checkpoint.file_digest(warm_path)}
+    work = paths.work("search")
+    ckpt = CheckpointDir(work, identity, log=log)
+    history = eio.AppendLog(work / "history.jsonl")
+    try:
+        result = run_search(space, task, controller, cfg, history, ckpt, warm_state={"model": warm["model"]},
+                            restart=restart)
+    finally:
+        history.close()
+    d = paths.stage("search")
+    eio.copy_file(work / "history.jsonl", d / "history.jsonl")
+    checkpoint.save(d / "supernet.pt", {"model": task.model.state_dict()})
+    final = controller.snapshot(result.iterations)
+    _write_population(d / "population.csv", final)
+    eio.write_json(d / "metrics.json", {
+        "strategy": cfg["strategy"], "iterations": result.iterations, "rounds": controller.round,
+        "last_train_loss": result.last_train_loss, "nonfinite_skipped": result.nonfinite_skipped,
+        "distinct_archs_final": len(set(final["arch"])), "seed": params["seed"]})
+    eio.write_json(d / "timing.json", {"seconds": result.seconds, "resumed_from": result.resumed_from,
+                                      "seconds_per_round": result.seconds / max(1, controller.round)})
+    log(f"search: {result.iterations} iterations, {controller.round} rounds in {result.seconds:.1f}s -> {d}")
+    return {"iterations": result.iterations}
+
+
+def _write_population(path: Path, snap: dict) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["position", "arch", "loss", "count", "age"])
+    for i, row in enumerate(zip(snap["arch"], snap["loss"], snap["count"], snap["age"])):
+        w.writerow([i, *row])
+    eio.write_text(path, buf.getvalue())
+
+
+def load_history(path: Path) -> list[dict]:
+    try:
+        return list(eio.read_jsonl(path))
+    except (ValueError, OSError) as err:
+        raise EpsError(f"{path} is not a readable snapshot history ({type(err).__name__}); "
+                       f"rerun the search stage or re-import the records") from None
+
+
+def select(space_name: str, params: dict, out: str | Path, restart: bool = False) -> dict:
+    section = params[space_name]
+    space = get_space(space_name, section)
+    paths = RunPaths(out, space_name)
+    snapshots = load_history(_require(paths.stage("search") / "history.jsonl", "search", space_name))
+    cfg = section["select"]
+    candidates, final = collect_candidates(snapshots, cfg["window"])
+    if not candidates:
+        raise EpsError(f"no measured member in the last {cfg['window']} iterations of the history; "
+                       f"run a longer search or raise select.window")
+    for c in candidates:
+        space.decode(c.arch)  # refuse histories written in another space's notation
+    max_params = space.num_params(space.largest())
+    chosen = choose(candidates, lambda a: space.num_params(space.decode(a)), max_params,
+                    cfg.get("alpha", 1.4), cfg.get("beta", 5.2))
+    bench = space.benchmark(data_root(params)) if hasattr(space, "benchmark") else None
+    result = {"rule": cfg["rule"], "arch": chosen[cfg["rule"]].arch, "final_iteration": final,
+              "window": cfg["window"], "candidates": len(candidates), "max_params": max_params}
+    for rule, c in chosen.items():
+        result[rule] = {"arch": c.arch, "loss": c.loss, "params": c.params, "score": c.score, "wins": c.wins,
+                        "ground_truth": cell_accuracies(bench, c.arch)}
+    result["population"] = population_quality(bench, snapshots[-1])
+    d = paths.stage("select")
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    cols = bench.columns if bench is not None else []
+    w.writerow(["arch", "latest_loss", "wins", "last_iteration", "params", "size_prior_score", *cols])
+    for c in sorted(candidates, key=lambda c: c.score):
+        gt = cell_accuracies(bench, c.arch) or {}
+        w.writerow([c.arch, c.loss, c.wins, c.last_iteration, c.params, c.score, *[gt.get(k, "") for k in cols]])
+    eio.write_text(d / "candidates.csv", buf.getvalue())
+    eio.write_json(d / "selection.json", result)
+    eio.write_text(d / "arch.txt", result["arch"] + "\n")
+    log(f"select ({cfg['rule']}): {result['arch']} from {len(candidates)} candidates -> {d}")
+    return result
+
+
+def retrain(space_name: str, params: dict, out: str | Path, restart: bool = False, arch: str | None = None) -> dict:
+    section, space, device = _setup(space_name, params, "retrain")
+    paths = RunPaths(out, space_name)
+    if arch is None:
+        arch = _require(paths.stage("select") / "arch.txt", "select", space_name).read_text().strip()
+    cell = space.decode(arch)
+    cfg = section["retrain"]
+    task = space.retrain_task(cell, section, data_root(params), device, params["seed"] + SEED_OFFSET["retrain"])
+    identity = {"stage": "retrain", "seed": params["seed"], "space": section["space"], "retrain": cfg, "arch": arch}
+    ckpt = CheckpointDir(paths.work("retrain"), identity, log=log)
+    res = run_retrain(task, cfg["epochs"], cfg["checkpoint_every"], ckpt, restart,
+                      log=lambda row: log("  " + "  ".join(f"{k} {v:.4g}" for k, v in row.items())))
+    d = paths.stage("retrain")
+    checkpoint.save(d / "model.pt", {"model": task.model.state_dict(), "arch": arch})
+    hist = res["history"]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(hist[0].keys()))
+    w.writeheader()
+    w.writerows(hist)
+    eio.write_text(d / "curve.csv", buf.getvalue())
+    final = {k: v for k, v in hist[-1].items() if k != "epoch"}
+    eio.write_json(d / "metrics.json", {"arch": arch, "epochs": len(hist), "params": space.num_params(cell),
+                                       **final, "seed": params["seed"]})
+    eio.write_json(d / "timing.json", {"seconds": res["seconds"], "epoch_seconds": res["epoch_seconds"]})
+    log(f"retrain: {len(hist)} epochs -> {d}")
+    return final
