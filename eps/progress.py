@@ -22,6 +22,8 @@ class _Plain:
 
     def advance(self, n: int = 1, info: str = "") -> None:
         self.completed += n
+        if self.every == float("inf"):
+            return
         now = time.monotonic()
         if now - self.last >= self.every or self.completed >= self.total:
             self.last = now

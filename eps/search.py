@@ -19,7 +19,7 @@ from eps.evolution import Controller
 from eps.io import AppendLog
 from eps.progress import progress_bar
 from eps.spaces.base import SearchSpace
-from eps.train.common import cosine_lr, rng_state, set_lr, set_rng_state
+from eps.train.common import cosine_lr, rng_state, set_rng_state
 
 
 @dataclass
@@ -52,13 +52,12 @@ def run_warmup(space: SearchSpace, task, cfg: dict, seed: int, ckpt: CheckpointD
         set_rng_state(state["global_rng"], task.device)
         t = state["iteration"]
     start, resumed_from, skipped = time.monotonic(), t, 0
-    set_lr(task.optimizer, cfg["lr"])
     last = torch.tensor(float("nan"))
     with progress_bar("warmup", total, t) as bar:
         while t < total:
             n = min(every, total - t)
             archs = [space.sample(rng) for _ in range(n)]
-            losses = torch.stack([task.train_step(a, skip_nonfinite=on_nonfinite == "skip") for a in archs]).cpu()
+            losses = torch.stack([task.train_step(a, cfg["lr"], skip_nonfinite=on_nonfinite == "skip") for a in archs]).cpu()
             if on_nonfinite == "stop":
                 _check_finite(losses, "training loss", lambda k: (t + k + 1, space.encode(archs[k])))
             skipped += int((~torch.isfinite(losses)).sum())
@@ -76,6 +75,7 @@ def run_search(space: SearchSpace, task, controller: Controller, cfg: dict, hist
     total, interval = cfg["iterations"], cfg["val_interval"]
     every, base_lr = cfg["checkpoint_every"], cfg["lr"]
     skip = cfg["on_nonfinite"] == "skip"
+    cosine = cfg.get("lr_schedule", "cosine") == "cosine"  # spaces without the key use the paper's cosine
     state = ckpt.load_latest(restart)
     t, skipped = 0, 0
     if state is not None:
@@ -105,10 +105,10 @@ def run_search(space: SearchSpace, task, controller: Controller, cfg: dict, hist
             n = min(interval, total - t)
             archs, losses = [], []
             for k in range(n):
-                set_lr(task.optimizer, cosine_lr(base_lr, t + k + 1, total))
+                lr = cosine_lr(base_lr, t + k + 1, total) if cosine else base_lr
                 arch = controller.next_train_arch()
                 archs.append(arch)
-                losses.append(task.train_step(arch, skip_nonfinite=skip))
+                losses.append(task.train_step(arch, lr, skip_nonfinite=skip))
             measured = controller.to_measure()
             fitness = task.fitness([controller.population[i].arch for i in measured])
             # The round's only host synchronisation: train losses and fitness in one transfer.

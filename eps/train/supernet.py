@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from eps.data.augment import Normalize, crop_flip
 from eps.data.cifar import CIFAR10_MEAN, CIFAR10_STD, load_cifar10, load_split
 from eps.data.stream import BatchStream
-from eps.train.common import autocast, decay_groups, make_generator
+from eps.train.common import autocast, decay_groups, make_generator, set_lr
 
 DATASETS = {"cifar10": (load_cifar10, CIFAR10_MEAN, CIFAR10_STD)}
 
@@ -48,8 +48,9 @@ class ImageSupernetTask:
             logits = self.model(x, arch)
         return F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
 
-    def train_step(self, arch, skip_nonfinite: bool = False) -> torch.Tensor:
+    def train_step(self, arch, lr: float, skip_nonfinite: bool = False) -> torch.Tensor:
         self.model.train()
+        set_lr(self.optimizer, lr)
         x, y = self.train.next()
         loss = self._loss(arch, x, y)
         self.optimizer.zero_grad(set_to_none=True)
