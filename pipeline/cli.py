@@ -92,18 +92,30 @@ def report(space: Optional[str] = typer.Option(None, "--space", "-s", help="Repo
         report_stage.report(name, p, out)
 
 
+@app.command("params")
+@friendly
+def show_params(params: Optional[Path] = ParamsOpt,
+                space: Optional[str] = typer.Option(None, "--space", "-s", help="Only this space's section.")):
+    """Print the effective params (paper defaults overlaid with --params) as YAML, validated."""
+    import yaml
+    from eps.config import load_params
+    p = load_params(params)
+    if space:
+        p = {space: p[space]}
+    typer.echo(yaml.safe_dump(p, sort_keys=False, default_flow_style=None, width=120), nl=False)
+
+
 @arch_app.command("params")
 @friendly
 def arch_params(archs: List[str] = typer.Argument(..., help="Architectures in the space's notation."),
                 space: str = SpaceOpt,
                 classes: Optional[int] = typer.Option(None, "--classes", help="Number of classes (default: the space's)."),
                 channels: Optional[int] = typer.Option(None, "--channels", help="Initial channels / hidden size."),
-                layers: Optional[int] = typer.Option(None, "--layers", help="Cells (CNN) or layers.")):
+                layers: Optional[int] = typer.Option(None, "--layers", help="Cells (CNN) or layers."),
+                params: Optional[Path] = ParamsOpt):
     """Print the standalone network's parameter count in millions, one line per architecture."""
-    from eps.config import defaults
     from eps.spaces import get_space
-    section = defaults()[space] if space in defaults() else None
-    sp = get_space(space, section)
+    sp = get_space(space, _params(params, space)[space])  # params choose e.g. the DARTS variant
     options = {k: v for k, v in {"num_classes": classes, "channels": channels, "layers": layers}.items() if v is not None}
     for text in archs:
         n = sp.num_params(sp.decode(text), **options)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eps import checkpoint
+from eps import checkpoint, distributed
 from eps import io as eio
 from eps.analysis import cell_accuracies, population_quality
 from eps.checkpoint import CheckpointDir
@@ -179,17 +179,35 @@ def select(space_name: str, params: dict, out: str | Path, restart: bool = False
 
 
 def retrain(space_name: str, params: dict, out: str | Path, restart: bool = False, arch: str | None = None) -> dict:
+    """Under ``torchrun --nproc_per_node N`` this trains with DDP (for spaces whose task supports it); every rank
+    trains, only rank 0 writes checkpoints and outputs."""
+    try:
+        return _retrain(space_name, params, out, restart, arch)
+    finally:
+        distributed.teardown()
+
+
+def _retrain(space_name: str, params: dict, out: str | Path, restart: bool, arch: str | None) -> dict:
     section, space, device = _setup(space_name, params, "retrain")
+    device = distributed.setup(device)
+    main, world = distributed.is_main(), distributed.world()
     paths = RunPaths(out, space_name)
     if arch is None:
         arch = _require(paths.stage("select") / "arch.txt", "select", space_name).read_text().strip()
     cell = space.decode(arch)
     cfg = section["retrain"]
     task = space.retrain_task(cell, section, data_root(params), device, params["seed"] + SEED_OFFSET["retrain"])
+    if world > 1 and not getattr(task, "supports_distributed", False):
+        raise EpsError(f"retrain of space {space_name} does not support several processes; run it without torchrun")
     identity = {"stage": "retrain", "seed": params["seed"], "space": section["space"], "retrain": cfg, "arch": arch}
+    if world > 1:
+        identity["world_size"] = world
     ckpt = CheckpointDir(paths.work("retrain"), identity, log=log)
-    res = run_retrain(task, cfg["epochs"], cfg["checkpoint_every"], ckpt, restart,
-                      log=lambda row: log("  " + "  ".join(f"{k} {v:.4g}" for k, v in row.items())))
+    row_log = (lambda row: log("  " + "  ".join(f"{k} {v:.4g}" for k, v in row.items()))) if main else None
+    res = run_retrain(task, cfg["epochs"], cfg["checkpoint_every"], ckpt, restart, log=row_log)
+    digests = distributed.all_gather_object(distributed.state_digest(task.model.state_dict())) if world > 1 else None
+    if not main:
+        return {k: v for k, v in res["history"][-1].items() if k != "epoch"}
     d = paths.stage("retrain")
     checkpoint.save(d / "model.pt", {"model": task.model.state_dict(), "arch": arch})
     hist = res["history"]
@@ -201,6 +219,11 @@ def retrain(space_name: str, params: dict, out: str | Path, restart: bool = Fals
     final = {k: v for k, v in hist[-1].items() if k != "epoch"}
     eio.write_json(d / "metrics.json", {"arch": arch, "epochs": len(hist), "params": space.num_params(cell),
                                        **final, "seed": params["seed"]})
-    eio.write_json(d / "timing.json", {"seconds": res["seconds"], "epoch_seconds": res["epoch_seconds"]})
+    timing = {"seconds": res["seconds"], "epoch_seconds": res["epoch_seconds"]}
+    if digests is not None:  # DDP replicas must end identical; a mismatch is reported, the outputs still written
+        timing.update(world_size=world, replica_digests=digests, replicas_identical=len(set(digests)) == 1)
+        if len(set(digests)) > 1:
+            log(f"warning: the {world} DDP replicas ended with different weights ({', '.join(digests)})")
+    eio.write_json(d / "timing.json", timing)
     log(f"retrain: {len(hist)} epochs -> {d}")
     return final

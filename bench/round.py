@@ -1,0 +1,86 @@
+"""Seconds per EPS round at the paper's sizes: 50 supernet steps at batch 128 + 64 fitness forwards at batch 250.
+
+    python -m bench.round --space nb201 [--device cpu|cuda] [--rounds 2] [--plain]
+
+Uses real CIFAR-10 batches (EPS_DATA_DIR) and random cells from the space's own sampler; the first round is a warm-up
+and is not timed. Prints a table and, last, one JSON line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import time
+
+import numpy as np
+import torch
+
+from eps.config import data_root, defaults
+from eps.spaces import get_space
+from eps.train.common import resolve_device, seed_everything
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--space", default="nb201")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--rounds", type=int, default=2, help="timed rounds (after one untimed warm-up round)")
+    ap.add_argument("--plain", action="store_true", help="reference-like path: NCHW, every edge executed")
+    ap.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
+    ap.add_argument("--threads", type=int, default=0)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    params = defaults()
+    section = params[args.space]
+    s = section["search"]
+    if args.plain:
+        s["channels_last"], s["skip_dead_edges"] = False, False
+    s["amp"] = args.amp
+    seed_everything(0)
+    device = resolve_device(args.device)
+    space = get_space(args.space, section)
+    task = space.search_task(section, data_root(params), device, 0, "search")
+    rng = np.random.default_rng(0)
+    steps, members = s["val_interval"], s["group"]
+
+    def one_round():
+        losses = [task.train_step(space.sample(rng), s["lr"]) for _ in range(steps)]
+        t_train = time.perf_counter()
+        fit = task.fitness([space.sample(rng) for _ in range(members)])
+        torch.stack(losses).sum().item(), fit.sum().item()
+        return t_train
+
+    one_round()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    train_s = fit_s = 0.0
+    for _ in range(args.rounds):
+        t0 = time.perf_counter()
+        losses = [task.train_step(space.sample(rng), s["lr"]) for _ in range(steps)]
+        torch.stack(losses).sum().item()
+        t1 = time.perf_counter()
+        task.fitness([space.sample(rng) for _ in range(members)]).sum().item()
+        t2 = time.perf_counter()
+        train_s += t1 - t0
+        fit_s += t2 - t1
+    per_round = (train_s + fit_s) / args.rounds
+    rounds_paper = s["iterations"] // steps
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out = {
+        "space": args.space, "device": str(device), "mode": "plain" if args.plain else "fast", "amp": args.amp,
+        "threads": torch.get_num_threads(), "seconds_per_round": round(per_round, 3),
+        "train_steps_per_s": round(steps * args.rounds / train_s, 2),
+        "fitness_forwards_per_s": round(members * args.rounds / fit_s, 2),
+        "peak_rss_mb": round(rss_mb, 1), "projected_full_search_h": round(per_round * rounds_paper / 3600, 2),
+        "machine": platform.processor() or platform.machine(),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+    }
+    for k, v in out.items():
+        print(f"{k:>24}: {v}")
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_ROOT = Path(os.environ.get("EPS_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
+EPS = str(Path(sys.executable).parent / "eps")
+
+# A tiny NB201 configuration: real CIFAR-10 subsets, a 4-channel one-cell-per-stage supernet.
+TINY_NB201 = {
+    "seed": 0,
+    "device": "cpu",
+    "spaces": ["nb201"],
+    "nb201": {
+        "space": {"channels": 4, "cells_per_stage": 1},
+        "warmup": {"iterations": 4, "batch_size": 16, "checkpoint_every": 2},
+        "search": {"iterations": 60, "val_interval": 10, "population": 8, "group": 4, "parents": 2,
+                   "batch_size": 16, "fitness_batch_size": 20, "data_subset": 200, "checkpoint_every": 1},
+        "select": {"window": 40},
+        "retrain": {"epochs": 2, "batch_size": 32, "train_subset": 128, "test_subset": 100},
+    },
+}
+
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch):
+    monkeypatch.setenv("EPS_DATA_DIR", str(DATA_ROOT))
+    monkeypatch.setenv("EPS_PROGRESS", "0")
+
+
+@pytest.fixture
+def tiny_params(tmp_path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY_NB201))
+    return path
+
+
+def run_eps(*args, cwd=None, check=True, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "EPS_DATA_DIR": str(DATA_ROOT), "EPS_PROGRESS": "0"}
+    proc = subprocess.run([EPS, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"eps {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
