@@ -1,0 +1,136 @@
+"""The NB201 chain through the real CLI, exact resume after SIGKILL, and artifacts."""
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from eps import checkpoint
+from eps.spaces.nb201 import str_to_arch
+from tests.conftest import DATA_ROOT, EPS, TINY_NB201, run_eps
+
+OUTPUTS = ["search/history.jsonl", "search/supernet.pt", "search/metrics.json", "search/population.csv"]
+
+
+def test_full_chain_and_report(tiny_params, tmp_path):
+    out = tmp_path / "runs"
+    run_eps("run", "--space", "nb201", "--params", tiny_params, "--out", out)
+    root = out / "nb201"
+    hist = [json.loads(l) for l in (root / "search/history.jsonl").read_text().splitlines()]
+    # one snapshot per round boundary 10, 20, ..., 60 (the last one final, without selection)
+    assert [h["iteration"] for h in hist] == [10, 20, 30, 40, 50, 60]
+    assert all(len(h["arch"]) == 8 for h in hist)
+    for h in hist:
+        for a in h["arch"]:
+            str_to_arch(a)
+        assert all((l is None) == (c == 0) for l, c in zip(h["loss"], h["count"]))
+    sel = json.loads((root / "select/selection.json").read_text())
+    assert sel["arch"] == (root / "select/arch.txt").read_text().strip()
+    assert {"size_prior", "prior_free"} <= set(sel)
+    gt = sel["size_prior"]["ground_truth"]
+    assert 1 <= gt["rank"] <= 15625 and 0 < gt["cifar10_test"] < 100
+    pop = sel["population"]
+    assert pop["members"] == 8 and 0 <= pop["top_share"] <= 1
+    metrics = json.loads((root / "retrain/metrics.json").read_text())
+    assert metrics["epochs"] == 2 and 0 <= metrics["test_acc"] <= 100
+    for png in ("population_accuracy.png", "loss_vs_accuracy.png", "retrain_curve.png"):
+        assert (root / "report" / png).stat().st_size > 1000
+    text = (root / "report/report.txt").read_text()
+    assert "chosen architecture" in text and "Kendall tau" in text and "retrain result" in text
+
+
+def test_stage_without_upstream_says_what_to_run(tiny_params, tmp_path):
+    proc = run_eps("stage", "search", "--params", tiny_params, "--out", tmp_path, check=False)
+    assert proc.returncode == 2
+    assert "eps stage warmup --space nb201" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_missing_data_is_one_line_error(tiny_params, tmp_path):
+    env = {**os.environ, "EPS_DATA_DIR": str(tmp_path / "nodata"), "EPS_PROGRESS": "0"}
+    proc = subprocess.run([EPS, "stage", "warmup", "--params", tiny_params, "--out", tmp_path / "r"],
+                          env=env, capture_output=True, text=True)
+    assert proc.returncode == 2 and "CIFAR-10" in proc.stderr and "EPS_DATA_DIR" in proc.stderr
+
+
+def _params(tmp_path, **search):
+    cfg = yaml.safe_load(yaml.safe_dump(TINY_NB201))
+    cfg["nb201"]["search"].update(search)
+    p = tmp_path / "p.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    return p
+
+
+def _same_outputs(a: Path, b: Path):
+    for rel in OUTPUTS:
+        if rel.endswith(".pt"):
+            sa, sb = checkpoint.load(a / rel)["model"], checkpoint.load(b / rel)["model"]
+            assert sa.keys() == sb.keys()
+            for k in sa:
+                assert torch.equal(sa[k], sb[k]), k
+        else:
+            assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+
+
+def test_search_killed_at_random_moments_resumes_exactly(tmp_path):
+    params = _params(tmp_path, iterations=300, val_interval=10, checkpoint_every=1)
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    for out in (ref, killed):
+        run_eps("stage", "warmup", "--params", params, "--out", out)
+    run_eps("stage", "search", "--params", params, "--out", ref)
+    env = {**os.environ, "EPS_DATA_DIR": str(DATA_ROOT), "EPS_PROGRESS": "0"}
+    rng = random.Random(0)
+    kills = 0
+    for attempt in range(8):
+        proc = subprocess.Popen([EPS, "stage", "search", "--params", params, "--out", killed], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # wait until the run is past start-up (a checkpoint beyond the previous one), then kill at a random moment
+        time.sleep(rng.uniform(3.0, 6.0))
+        if proc.poll() is not None:
+            break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+    else:
+        proc = None
+    if proc is None or proc.returncode != 0:
+        run_eps("stage", "search", "--params", params, "--out", killed)
+    assert kills >= 2, "the test never interrupted the search; make it longer"
+    _same_outputs(ref / "nb201", killed / "nb201")
+
+
+def test_retrain_resumes_exactly(tiny_params, tmp_path):
+    ref, cut = tmp_path / "ref", tmp_path / "cut"
+    for out in (ref, cut):
+        for stage in ("warmup", "search", "select"):
+            run_eps("stage", stage, "--params", tiny_params, "--out", out)
+    run_eps("stage", "retrain", "--params", tiny_params, "--out", ref)
+    cfg = yaml.safe_load(tiny_params.read_text())
+    # an interrupted run is simulated by the checkpoint of a first epoch, then the same command again
+    ckpt_dir = cut / "nb201/.work/retrain"
+    run_eps("stage", "retrain", "--params", tiny_params, "--out", cut)
+    state = checkpoint.load(ckpt_dir / "prev.pt")  # after epoch 1
+    (ckpt_dir / "last.pt").write_bytes((ckpt_dir / "prev.pt").read_bytes())
+    assert state["state"]["epoch"] == 1
+    (cut / "nb201/retrain/model.pt").unlink()
+    run_eps("stage", "retrain", "--params", tiny_params, "--out", cut)
+    a, b = checkpoint.load(ref / "nb201/retrain/model.pt")["model"], checkpoint.load(cut / "nb201/retrain/model.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (ref / "nb201/retrain/metrics.json").read_text() == (cut / "nb201/retrain/metrics.json").read_text()
+    assert cfg["nb201"]["retrain"]["epochs"] == 2
+
+
+def test_changed_params_refuse_checkpoint_without_restart(tiny_params, tmp_path):
+    out = tmp_path / "r"
+    run_eps("stage", "warmup", "--params", tiny_params, "--out", out)
+    cfg = yaml.safe_load(tiny_params.read_text())
+    cfg["nb201"]["warmup"]["lr"] = 0.05
+    tiny_params.write_text(yaml.safe_dump(cfg))
+    proc = run_eps("stage", "warmup", "--params", tiny_params, "--out", out, check=False)
+    assert proc.returncode == 2 and "warmup.lr" in proc.stderr and "--restart" in proc.stderr
+    run_eps("stage", "warmup", "--params", tiny_params, "--out", out, "--restart")
