@@ -1,0 +1,56 @@
+"""A real `dvc repro` of the pipeline in a temporary git repository with tiny params."""
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from eps.config import load_params
+from tests.conftest import DATA_ROOT, REPO
+
+BIN = Path(sys.executable).parent
+
+
+def sh(cmd, cwd, check=True):
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "EPS_DATA_DIR": str(DATA_ROOT), "EPS_PROGRESS": "0"}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, shell=True)
+    if check and proc.returncode:
+        raise AssertionError(f"{cmd} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc.stdout + proc.stderr
+
+
+def ran(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def test_dvc_repro_caches_and_reruns_only_what_changed(tiny_params, tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for item in ("eps", "pipeline", ".dvc", "dvc.yaml", ".dvcignore"):
+        src = REPO / item
+        if src.is_dir():
+            shutil.copytree(src, repo / item, ignore=shutil.ignore_patterns("__pycache__", "cache", "tmp"))
+        else:
+            shutil.copy(src, repo / item)
+    full = load_params(tiny_params)  # every key the pipeline declares must exist in params.yaml
+    (repo / "params.yaml").write_text(yaml.safe_dump(full, sort_keys=False))
+    sh("git init -q && git config user.email t@t && git config user.name t && git add -A && git commit -qm init", repo)
+
+    first = sh("dvc repro", repo)
+    assert ran(first) == {f"{s}@nb201" for s in ("warmup", "search", "select", "retrain", "report")}, first
+    assert (repo / "runs/nb201/retrain/metrics.json").exists()
+
+    second = sh("dvc repro", repo)
+    assert ran(second) == set(), second
+
+    full["nb201"]["retrain"]["epochs"] = 1
+    (repo / "params.yaml").write_text(yaml.safe_dump(full, sort_keys=False))
+    third = sh("dvc repro", repo)
+    # only retrain (and the report that shows it) rerun; warmup, search and select come from the cache
+    assert ran(third) == {"retrain@nb201", "report@nb201"}, third
+    assert '"epochs": 1' in (repo / "runs/nb201/retrain/metrics.json").read_text()
+    status = sh("dvc status", repo)
+    assert "up to date" in status
