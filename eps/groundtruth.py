@@ -12,18 +12,17 @@ An empty cell in an optional column reads as NaN (a benchmark may lack a dataset
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import math
 import os
 import pickle
 import re
-import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
+from eps.io import atomic_open
 from eps.errors import ConfigError, DataError
 
 __all__ = ["GROUND_TRUTH_FILE", "REQUIRED_COLUMNS", "GroundTruth", "import_benchmark"]
@@ -312,21 +311,9 @@ def import_benchmark(pth_path: str | os.PathLike, out_csv: str | os.PathLike) ->
 
 def _write_csv_atomic(path: Path, header: list[str], rows: Iterable[list[str]]) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise DataError(f"cannot write {path} ({e}); choose a writable output path") from None
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+        with atomic_open(path, "w") as f:
             writer = csv.writer(f, lineterminator="\n")
             writer.writerow(header)
             writer.writerows(rows)
-            f.flush()
-            os.fsync(f.fileno())  # so the rename never exposes an empty file after a power loss
-        os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(e, OSError):
-            raise DataError(f"cannot write {path} ({e}); choose a writable output path") from None
-        raise
+    except OSError as e:
+        raise DataError(f"cannot write {path} ({e}); choose a writable output path") from None

@@ -22,23 +22,24 @@ not a loss) and ``age`` is null when unknown, which it always is for imported re
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import numbers
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from eps.errors import DataError
 
+from eps.io import atomic_open
+from eps.models.nb201 import OPS as _OPS
+from eps.spaces.nb201 import arch_to_str as _ops_to_arch_str
+from eps.spaces.nb201 import str_to_arch as _arch_str_to_ops
+
 __all__ = ["Snapshot", "RECORD_NAME_RE", "parse_record_file", "import_records", "read_history", "write_history"]
 
-_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
-_OP_INDEX = {op: i for i, op in enumerate(_OPS)}
 _NODE_WIDTHS = (1, 2, 3)  # node i (1..3) has i incoming edges
 
 # The reference pads to six digits ('%06d'), but more digits appear past iteration 999,999.
@@ -49,39 +50,8 @@ _MAX_RECORD_BYTES = 64 * 1024 * 1024
 
 
 # ---------------------------------------------------------------------------------------------- encoding helpers
-# Private for now: the public NB201 codec lives in eps/spaces/nb201.py.
-
-
-def _ops_to_arch_str(ops: Sequence[int]) -> str:
-    """Six op indices (edge order 1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2) -> benchmark string."""
-    if len(ops) != 6 or any(not isinstance(o, numbers.Integral) or isinstance(o, bool) or not 0 <= o < len(_OPS)
-                            for o in ops):
-        raise ValueError(f"expected six op indices in 0..{len(_OPS) - 1}, got {list(ops)!r}")
-    groups, k = [], 0
-    for width in _NODE_WIDTHS:
-        groups.append("|" + "|".join(f"{_OPS[int(ops[k + j])]}~{j}" for j in range(width)) + "|")
-        k += width
-    return "+".join(groups)
-
-
-def _arch_str_to_ops(arch: str) -> tuple[int, ...]:
-    """Benchmark string -> six op indices; ValueError unless it is exactly a NAS-Bench-201 cell string."""
-    groups = arch.split("+") if isinstance(arch, str) else []
-    if len(groups) != len(_NODE_WIDTHS):
-        raise ValueError(f"expected 3 node groups joined by '+', got {arch!r}")
-    ops = []
-    for width, group in zip(_NODE_WIDTHS, groups):
-        if not (group.startswith("|") and group.endswith("|")) or len(group) < 2:
-            raise ValueError(f"node group {group!r} must be wrapped in '|'")
-        edges = group[1:-1].split("|")
-        if len(edges) != width:
-            raise ValueError(f"node group {group!r} must have {width} edge(s)")
-        for j, edge in enumerate(edges):
-            op, sep, src = edge.partition("~")
-            if not sep or src != str(j) or op not in _OP_INDEX:
-                raise ValueError(f"edge {edge!r} must be 'OP~{j}' with OP one of {', '.join(_OPS)}")
-            ops.append(_OP_INDEX[op])
-    return tuple(ops)
+# The NB201 string codec is the space's own (ArchError is a ValueError); only the reference's ragged-list
+# structure, with its tolerance for integral floats, is specific to the records.
 
 
 def _structure_to_ops(structure) -> tuple[int, ...]:
@@ -290,27 +260,13 @@ def import_records(run_dir: str | os.PathLike, out_path: str | os.PathLike,
 
 
 def write_history(out_path: str | os.PathLike, snapshots: Iterable[Snapshot]) -> None:
-    """Write snapshots as eps history JSON lines, atomically (temporary file beside the target, then rename)."""
-    out_path = Path(out_path)
+    """Write snapshots as eps history JSON lines, atomically."""
     try:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=out_path.name + ".", suffix=".tmp", dir=out_path.parent)
+        with atomic_open(out_path, "w") as f:
+            for snap in snapshots:
+                f.write(snap.to_json() + "\n")
     except OSError as e:
         raise DataError(f"cannot write {out_path} ({e.strerror or e}); choose a writable output path") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            for snap in snapshots:
-                f.write(snap.to_json())
-                f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())  # so the rename never exposes an empty file after a power loss
-        os.replace(tmp, out_path)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(e, OSError):
-            raise DataError(f"cannot write {out_path} ({e.strerror or e}); choose a writable output path") from None
-        raise
 
 
 def read_history(path: str | os.PathLike) -> list[Snapshot]:

@@ -330,3 +330,21 @@ def test_fuzz_well_typed_members(members):
     if snap is not None:
         assert snap.count == [c for _, _, c in members]
         assert snap.loss == [None if c == 0 else l for _, l, c in members]
+
+
+def test_cli_import_then_select_and_report(run_dir, tmp_path):
+    """The paper's own runs can be analysed: import the records, then select and report on them."""
+    from tests.conftest import run_eps
+
+    out = tmp_path / "runs"
+    proc = run_eps("import-records", run_dir, "--out", out)
+    assert "imported" in proc.stdout
+    params = tmp_path / "p.yaml"
+    params.write_text("nb201:\n  select: {window: 100000}\n")
+    run_eps("stage", "select", "--params", params, "--out", out)
+    sel = json.loads((out / "nb201/select/selection.json").read_text())
+    assert sel["arch"] and sel["size_prior"]["ground_truth"]["rank"] >= 1
+    again = run_eps("import-records", run_dir, "--out", out, check=False)
+    assert again.returncode == 2 and "--force" in again.stderr
+    report = run_eps("report", "--space", "nb201", "--params", params, "--out", out)
+    assert "chosen architecture" in report.stdout
