@@ -45,24 +45,36 @@ def search_table(metrics: dict, timing: dict | None) -> Table:
     return t
 
 
+SHORT_NAMES = {"cifar10_valid": "C10 valid", "cifar10_test": "C10 test", "nats_cifar10_test": "C10 test (NATS)",
+               "cifar100_test": "C100 test", "nats_cifar100_test": "C100 test", "imagenet16_test": "IN16-120 test",
+               "nats_imagenet16_test": "IN16-120 test"}
+
+
 def chosen_table(selection: dict) -> Table:
-    t = Table(title=f"chosen architecture (rule used: {selection['rule']}, {selection['candidates']} candidates)")
-    t.add_column("rule"), t.add_column("architecture", overflow="fold"), t.add_column("latest loss", justify="right")
-    t.add_column("params (M)", justify="right")
-    gt_cols: list[str] = []
-    for rule in ("size_prior", "prior_free"):
-        gt = (selection.get(rule) or {}).get("ground_truth") or {}
-        gt_cols += [k for k in gt if k not in gt_cols and k not in ("rank_of",)]
-    for c in gt_cols:
-        t.add_column(c, justify="right")
+    t = Table(title=f"chosen architecture (retrained: {selection['rule']}; {selection['candidates']} candidates from "
+                    f"the last {selection['window']} iterations)")
+    t.add_column("rule"), t.add_column("architecture", overflow="fold", ratio=1)
+    t.add_column("latest loss", justify="right"), t.add_column("params (M)", justify="right")
     for rule in ("size_prior", "prior_free"):
         c = selection.get(rule)
-        if not c:
-            continue
-        gt = c.get("ground_truth") or {}
-        rank = f"{gt['rank']}/{gt['rank_of']}" if "rank" in gt else "-"
-        t.add_row(rule, c["arch"], _fmt(c["loss"]), f"{c['params'] / 1e6:.4f}",
-                  *[rank if k == "rank" else _fmt(gt.get(k), 2) for k in gt_cols])
+        if c:
+            t.add_row(rule, c["arch"], _fmt(c["loss"]), f"{c['params'] / 1e6:.4f}")
+    return t
+
+
+def ground_truth_table(selection: dict) -> Table | None:
+    rows = [(rule, (selection.get(rule) or {}).get("ground_truth")) for rule in ("size_prior", "prior_free")]
+    rows = [(rule, gt) for rule, gt in rows if gt]
+    if not rows:
+        return None
+    cols = [k for k in rows[0][1] if k not in ("rank", "rank_of")]
+    t = Table(title="chosen cells on the benchmark (accuracy %, rank by C10 test)")
+    t.add_column("rule")
+    for k in cols:
+        t.add_column(SHORT_NAMES.get(k, k), justify="right")
+    t.add_column("rank", justify="right")
+    for rule, gt in rows:
+        t.add_row(rule, *[_fmt(gt.get(k), 2) for k in cols], f"{gt['rank']} / {gt['rank_of']}")
     return t
 
 

@@ -31,6 +31,9 @@ def report(space_name: str, params: dict, out: str | Path) -> str:
     selection = _json(paths.stage("select") / "selection.json")
     if selection:
         tables.append(rep.chosen_table(selection))
+        gt_table = rep.ground_truth_table(selection)
+        if gt_table is not None:
+            tables.append(gt_table)
         if selection.get("population"):
             tables.append(rep.population_table(selection["population"]))
     retrain_metrics = _json(paths.stage("retrain") / "metrics.json")
