@@ -1,0 +1,84 @@
+"""Retraining throughput of a standalone image network: images/s for a train step (forward, backward, SGD) at the
+protocol's batch size, with and without bf16 autocast and channels_last.
+
+    python -m bench.retrain --space darts-cnn [--device cuda] [--steps 20] [--batch 96] [--arch GENOTYPE]
+
+Without --arch: the space's largest cell for nb201, DARTS-V2 for darts-cnn. Random input tensors (throughput of the
+model, not of data loading, which is on-device and batched anyway). One JSON line per configuration.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+import torch.nn.functional as F
+
+from eps.config import defaults
+from eps.spaces import get_space
+from eps.train.common import autocast, resolve_device
+
+DARTS_V2 = ("Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('sep_conv_3x3', 1), "
+            "('sep_conv_3x3', 1), ('skip_connect', 0), ('skip_connect', 0), ('dil_conv_3x3', 2)], "
+            "normal_concat=[2, 3, 4, 5], reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1), ('skip_connect', 2), "
+            "('max_pool_3x3', 1), ('max_pool_3x3', 0), ('skip_connect', 2), ('skip_connect', 2), ('max_pool_3x3', 1)], "
+            "reduce_concat=[2, 3, 4, 5])")
+
+
+def measure(model, device, batch: int, steps: int, amp: bool, channels_last: bool) -> float:
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(device, memory_format=fmt).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = torch.randn(batch, 3, 32, 32, device=device).contiguous(memory_format=fmt)
+    y = torch.randint(0, 10, (batch,), device=device)
+
+    def step():
+        with autocast(device, amp):
+            out = model(x)
+        logits = out[0] if isinstance(out, tuple) else out
+        loss = F.cross_entropy(logits.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(3):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return batch * steps / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--space", default="darts-cnn")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--batch", type=int, default=0, help="default: the space's retrain batch size")
+    ap.add_argument("--arch", default=None)
+    args = ap.parse_args()
+    params = defaults()
+    section = params[args.space]
+    space = get_space(args.space, section)
+    device = resolve_device(args.device)
+    arch = space.decode(args.arch) if args.arch else (space.decode(DARTS_V2) if args.space == "darts-cnn"
+                                                      else space.largest())
+    batch = args.batch or section["retrain"]["batch_size"]
+    configs = [(False, False), (False, True)] + ([(True, False), (True, True)] if device.type == "cuda" else [])
+    base = None
+    for amp, cl in configs:
+        torch.manual_seed(0)
+        ips = measure(space.build_network(arch), device, batch, args.steps, amp, cl)
+        base = base or ips
+        row = {"space": args.space, "device": str(device), "batch": batch, "amp_bf16": amp, "channels_last": cl,
+               "images_per_s": round(ips, 1), "speedup_vs_fp32_nchw": round(ips / base, 2)}
+        print(json.dumps(row))
+
+
+if __name__ == "__main__":
+    main()
