@@ -40,6 +40,20 @@ TOP_DEFAULTS: dict[str, Any] = {
     "device": "auto",
     "deterministic": False,
     "spaces": ["nb201"],
+    # `eps study correlation` (eps/study.py): a RandomNAS and an EPS supernet trained side by side, each scoring cells
+    # against the benchmark's ground truth. The space's own sections give every other setting (supernet, controller,
+    # optimiser); `iterations` replaces search.iterations for both supernets. See eps/study.py for the budget.
+    "study": {
+        "seeds": [0],
+        "iterations": 3000,
+        "n_uniform": 100,
+        "n_top": 100,
+        "top_fraction": 0.2,
+        "column": "cifar10_test",
+        "fitness_batches": 4,
+        "tau_every": 10,
+        "tau_cells": 32,
+    },
 }
 
 # Keys every space's search section has; the evolution loop reads them, so their rules live here.
@@ -150,6 +164,23 @@ def validate(params: dict) -> list[str]:
         if s["parents"] * s["children_per_parent"] > s["population"]:
             errors.append(f"{name}.search: parents x children_per_parent exceeds the population")
         errors += [f"{name}.{e}" for e in space_validate(name, section)]
+    errors += _validate_study(params["study"])
+    return errors
+
+
+def _validate_study(st: dict) -> list[str]:
+    errors = []
+    seeds = st["seeds"]
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        errors.append(f"study.seeds: got {seeds!r}, expected a non-empty list of integers >= 0")
+    elif len(set(seeds)) != len(seeds):
+        errors.append(f"study.seeds: got {seeds!r}, every seed must appear once")
+    for key, low in (("iterations", 1), ("n_uniform", 2), ("n_top", 2), ("fitness_batches", 1), ("tau_cells", 2),
+                     ("tau_every", 0)):
+        if st[key] < low:
+            errors.append(f"study.{key}: got {st[key]!r}, must be >= {low}")
+    if not 0 < st["top_fraction"] <= 1:
+        errors.append(f"study.top_fraction: got {st['top_fraction']!r}, must be in (0, 1]")
     return errors
 
 

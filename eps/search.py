@@ -70,8 +70,14 @@ def run_warmup(space: SearchSpace, task, cfg: dict, seed: int, ckpt: CheckpointD
 
 
 def run_search(space: SearchSpace, task, controller: Controller, cfg: dict, history: AppendLog, ckpt: CheckpointDir,
-               warm_state: dict | None = None, restart: bool = False) -> LoopResult:
-    """The EPS loop. ``history`` receives one population snapshot per round boundary and a final one."""
+               warm_state: dict | None = None, restart: bool = False, on_round=None) -> LoopResult:
+    """The EPS loop. ``history`` receives one population snapshot per round boundary and a final one.
+
+    ``on_round(t)``, when given, is called after every round (``t`` = iterations done, the round's fitness recorded)
+    and before that round's checkpoint. If it also has ``state_dict()`` / ``load_state_dict(state)``, its state is
+    saved in every checkpoint and restored on resume, so what it records survives an interruption.
+    """
+    hook_state = on_round is not None and hasattr(on_round, "state_dict") and hasattr(on_round, "load_state_dict")
     total, interval = cfg["iterations"], cfg["val_interval"]
     every, base_lr = cfg["checkpoint_every"], cfg["lr"]
     skip = cfg["on_nonfinite"] == "skip"
@@ -84,18 +90,24 @@ def run_search(space: SearchSpace, task, controller: Controller, cfg: dict, hist
         set_rng_state(state["global_rng"], task.device)
         history.truncate(state["history_bytes"])
         t, skipped = state["iteration"], state["nonfinite_skipped"]
+        if hook_state and "on_round" in state:
+            on_round.load_state_dict(state["on_round"])
     else:
         history.truncate(0)
         if warm_state is not None:
             task.load_state_dict(warm_state, weights_only=True)
     start, resumed_from = time.monotonic(), t
     rounds_done = t // interval
-    last = float("nan")
+    # Kept in the checkpoint so that a run resumed from its final checkpoint reports the same last loss.
+    last = float(state.get("last_train_loss", float("nan"))) if state is not None else float("nan")
 
     def save():
-        ckpt.save({"task": task.state_dict(), "controller": controller.state_dict(),
+        payload = {"task": task.state_dict(), "controller": controller.state_dict(),
                    "global_rng": rng_state(task.device), "history_bytes": history.commit(), "iteration": t,
-                   "nonfinite_skipped": skipped})
+                   "nonfinite_skipped": skipped, "last_train_loss": last}
+        if hook_state:
+            payload["on_round"] = on_round.state_dict()
+        ckpt.save(payload)
 
     with progress_bar(f"search ({controller.strategy})", total, t) as bar:
         while t < total:
@@ -126,6 +138,8 @@ def run_search(space: SearchSpace, task, controller: Controller, cfg: dict, hist
             t += n
             rounds_done += 1
             last = float(train_l[torch.isfinite(train_l)].mean()) if torch.isfinite(train_l).any() else float("nan")
+            if on_round is not None:
+                on_round(t)
             if rounds_done % every == 0 or t >= total:
                 save()
             bar.advance(n, f"train loss {last:.3f}  best fitness {float(fit.min()) if len(fit) else float('nan'):.3f}")

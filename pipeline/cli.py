@@ -17,6 +17,8 @@ nb201_app = typer.Typer(no_args_is_help=True, help="NAS-Bench-201 ground truth."
 app.add_typer(stage_app, name="stage")
 app.add_typer(arch_app, name="arch")
 app.add_typer(nb201_app, name="nb201")
+study_app = typer.Typer(no_args_is_help=True, help="Studies of the method against a benchmark's ground truth.")
+app.add_typer(study_app, name="study")
 
 SpaceOpt = typer.Option("nb201", "--space", "-s", help="Search space: nb201, darts-cnn or darts-rnn.")
 ParamsOpt = typer.Option(None, "--params", "-p", help="Params YAML (overlay on the paper defaults).")
@@ -42,7 +44,7 @@ def friendly(fn):
     return wrapper
 
 
-def _params(path: Optional[Path], space: str) -> dict:
+def _params(path: Optional[Path], space: str, overrides: Optional[dict] = None) -> dict:
     from eps.config import load_params
     from eps.spaces import SPACE_NAMES
     from eps.errors import ConfigError
@@ -50,7 +52,7 @@ def _params(path: Optional[Path], space: str) -> dict:
         raise ConfigError(f"--space {space!r} is not a search space; choose one of {', '.join(SPACE_NAMES)}")
     if path is None and Path("params.yaml").exists():
         path = Path("params.yaml")
-    return load_params(path)
+    return load_params(path, overrides)
 
 
 def _stage(name: str):
@@ -149,6 +151,29 @@ def import_records(run_dir: Path = typer.Argument(..., help="Run folder of the r
         raise EpsError(f"{target} exists; pass --force to replace it, or choose another --out")
     n = do_import(run_dir, target)
     typer.echo(f"imported {n} snapshots into {target}; next: eps stage select --space {space} --out {out}")
+
+
+@study_app.command("correlation")
+@friendly
+def study_correlation(space: str = SpaceOpt,
+                      iterations: Optional[int] = typer.Option(
+                          None, "--iterations", "-n", help="Supernet iterations of each run (study.iterations)."),
+                      seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds, e.g. 0,1 "
+                                                                                   "(study.seeds)."),
+                      params: Optional[Path] = ParamsOpt, out: Path = OutOpt, restart: bool = RestartOpt):
+    """Train a RandomNAS and an EPS supernet per seed; compare how they rank cells against the ground truth."""
+    from eps.errors import ConfigError
+    from pipeline import study
+    overrides: dict = {}
+    if iterations is not None:
+        overrides["iterations"] = iterations
+    if seeds is not None:
+        try:
+            overrides["seeds"] = [int(x) for x in seeds.split(",") if x.strip()]
+        except ValueError:
+            raise ConfigError(f"--seeds {seeds!r}: expected comma-separated integers, e.g. 0,1") from None
+    study.correlation(space, _params(params, space, {"study": overrides} if overrides else None), out,
+                      restart=restart)
 
 
 def main():

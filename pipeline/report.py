@@ -36,6 +36,8 @@ def report(space_name: str, params: dict, out: str | Path) -> str:
             tables.append(gt_table)
         if selection.get("population"):
             tables.append(rep.population_table(selection["population"]))
+        if hasattr(space, "draw"):  # a picture of the chosen architecture, for spaces that can draw one
+            space.draw(space.decode(selection["arch"]), d / "arch.png")
     retrain_metrics = _json(paths.stage("retrain") / "metrics.json")
     if retrain_metrics:
         tables.append(rep.retrain_table(retrain_metrics, _json(paths.stage("retrain") / "timing.json")))

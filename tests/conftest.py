@@ -23,6 +23,9 @@ TINY_NB201 = {
         "select": {"window": 40},
         "retrain": {"epochs": 2, "batch_size": 32, "train_subset": 128, "test_subset": 100},
     },
+    # `eps study correlation` on the same tiny supernet: 6 rounds per supernet, tau every 2 rounds
+    "study": {"iterations": 60, "seeds": [0], "n_uniform": 12, "n_top": 12, "fitness_batches": 2, "tau_every": 2,
+              "tau_cells": 6},
 }
 
 

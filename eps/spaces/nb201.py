@@ -208,10 +208,13 @@ class NB201Space:
     def build_network(self, arch, num_classes: int | None = None) -> NB201Network:
         return NB201Network(arch, self.channels, self.cells_per_stage, num_classes or self.num_classes)
 
-    def num_params(self, arch, num_classes: int | None = None) -> int:
-        key = (arch, num_classes)
+    def num_params(self, arch, num_classes: int | None = None, channels: int | None = None,
+                   layers: int | None = None) -> int:
+        """``channels`` = C, ``layers`` = cells per stage (``eps arch params --channels/--layers``)."""
+        key = (arch, num_classes, channels, layers)
         if key not in self._params_cache:
-            net = self.build_network(arch, num_classes)
+            net = NB201Network(arch, channels or self.channels, layers or self.cells_per_stage,
+                               num_classes or self.num_classes)
             self._params_cache[key] = sum(p.numel() for p in net.parameters())
         return self._params_cache[key]
 

@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from eps import distributed
 from eps.checkpoint import CheckpointDir
 from eps.data.augment import Normalize, crop_flip
 from eps.data.stream import BatchStream
@@ -112,6 +113,9 @@ def run_retrain(task, epochs: int, checkpoint_every: int, ckpt: CheckpointDir, r
             if log:
                 log(row)
             if epoch % checkpoint_every == 0 or epoch == epochs:
-                ckpt.save({"task": task.state_dict(), "global_rng": rng_state(task.device), "history": history,
-                           "epoch": epoch})
+                # Every rank builds the state (a distributed task gathers per-rank parts); only rank 0 writes.
+                state = {"task": task.state_dict(), "global_rng": rng_state(task.device), "history": history,
+                         "epoch": epoch}
+                if distributed.is_main():
+                    ckpt.save(state)
     return {"history": history, "seconds": time.monotonic() - start, "epoch_seconds": epoch_seconds}

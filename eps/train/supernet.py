@@ -82,6 +82,21 @@ class ImageSupernetTask:
                 losses.append(loss)
             return torch.stack(losses) if losses else torch.empty(0, device=self.device)
 
+    def validation_batches(self, n: int, seed: int) -> list:
+        """``n`` fixed batches of the fitness half (fitness batch size, no augmentation), drawn with their own
+        generator: the fitness stream and every other random state are left untouched."""
+        stream = BatchStream(self.valid.images, self.valid.labels, self.valid.batch_size,
+                             make_generator(self.device, seed), transform=self.valid.transform)
+        return [stream.next() for _ in range(n)]
+
+    def score(self, archs: list, batches: list) -> torch.Tensor:
+        """Mean label-smoothed loss of each arch over the same ``batches`` (as ``fitness``: training-mode BN, no
+        gradients); a device tensor, so the caller decides when to synchronise."""
+        self.model.train()
+        with torch.inference_mode():
+            losses = [torch.stack([self._loss(arch, x, y) for x, y in batches]).mean() for arch in archs]
+            return torch.stack(losses) if losses else torch.empty(0, device=self.device)
+
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "train": self.train.state_dict(), "valid": self.valid.state_dict()}

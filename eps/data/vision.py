@@ -1,0 +1,64 @@
+"""Image datasets for retraining a DARTS-space genotype: CIFAR-10, CIFAR-100 and SVHN as uint8 tensors.
+
+CIFAR-100 and SVHN come through torchvision (md5-checked; downloaded when missing and the network allows). The
+statistics are the ones the DARTS / Robust-DARTS training scripts normalise with.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from eps.data.cifar import load_cifar10
+from eps.errors import DataError
+
+DARTS_CIFAR10_MEAN = (0.49139968, 0.48215827, 0.44653124)
+DARTS_CIFAR10_STD = (0.24703233, 0.24348505, 0.26158768)
+CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
+CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+SVHN_MEAN = (0.4377, 0.4438, 0.4728)
+SVHN_STD = (0.1980, 0.2010, 0.1970)
+
+
+def _torchvision(name: str, make, root: Path, where: str):
+    try:
+        return make(False)
+    except RuntimeError:
+        pass
+    except ImportError as err:
+        raise DataError(f"{name} needs {err.name} to read its files; pip install {err.name}") from None
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        return make(True)
+    except ImportError as err:
+        raise DataError(f"{name} needs {err.name} to read its files; pip install {err.name}") from None
+    except Exception as err:
+        raise DataError(f"{name} not found or corrupt under {where} and the download failed ({type(err).__name__}); "
+                        f"put the files there or set EPS_DATA_DIR / data_root") from None
+
+
+def load_cifar100(root, train: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    from torchvision.datasets import CIFAR100
+    root = Path(root)
+    ds = _torchvision("CIFAR-100", lambda dl: CIFAR100(str(root), train=train, download=dl), root,
+                      f"{root}/cifar-100-python")
+    return (torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2))),
+            torch.tensor(ds.targets, dtype=torch.int64))
+
+
+def load_svhn(root, train: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    from torchvision.datasets import SVHN
+    root = Path(root) / "svhn"
+    split = "train" if train else "test"
+    ds = _torchvision("SVHN", lambda dl: SVHN(str(root), split=split, download=dl), root,
+                      f"{root}/{split}_32x32.mat")
+    return torch.from_numpy(np.ascontiguousarray(ds.data)), torch.from_numpy(ds.labels.astype(np.int64))
+
+
+# name -> (loader(root, train), mean, std, horizontal flips make sense)
+RETRAIN_DATASETS = {
+    "cifar10": (load_cifar10, DARTS_CIFAR10_MEAN, DARTS_CIFAR10_STD, True),
+    "cifar100": (load_cifar100, CIFAR100_MEAN, CIFAR100_STD, True),
+    "svhn": (load_svhn, SVHN_MEAN, SVHN_STD, False),
+}

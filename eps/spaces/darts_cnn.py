@@ -1,0 +1,458 @@
+"""DARTS CNN space and the Robust-DARTS spaces S1-S4 (spec §2, §2.7; decisions §6 items 2, 4, 5).
+
+Internal architecture: ``(normal, reduce)``, each cell a tuple of 4 nodes, each node a tuple of two
+``(op name, input index)`` pairs in ascending input order: a hashable nested tuple. Files and reports use the DARTS
+``Genotype(normal=[...], normal_concat=[2, 3, 4, 5], reduce=[...], reduce_concat=[2, 3, 4, 5])`` string, normal cell
+first (the reference stores reduction first, §5 item 16). Operations are always names, resolved through the
+per-edge candidate lists of the chosen variant, never indices.
+"""
+from __future__ import annotations
+
+import ast
+
+import numpy as np
+
+from eps.config import Choice
+from eps.errors import ArchError
+from eps.models.darts_cnn import (CONCAT, NUM_EDGES, OP_NAMES, PRIMITIVES, STEPS, DartsSupernet, NetworkCIFAR,
+                                  _channel_plan, edge_index, make_op)
+
+NAME = "darts-cnn"
+VARIANTS = ("darts", "s1", "s2", "s3", "s4")
+CELL_NAMES = ("normal", "reduce")
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "svhn": 10}
+
+# Robust-DARTS S1 (search_cnn_rdarts/genotypes.py:3-58): per edge, (normal op 1, op 2), (reduction op 1, op 2).
+S1_EDGES = (
+    (("skip_connect", "dil_conv_3x3"), ("max_pool_3x3", "avg_pool_3x3")),   # 0  node 0 <- c_{k-2}
+    (("skip_connect", "dil_conv_5x5"), ("max_pool_3x3", "dil_conv_3x3")),   # 1  node 0 <- c_{k-1}
+    (("skip_connect", "dil_conv_5x5"), ("max_pool_3x3", "avg_pool_3x3")),   # 2  node 1 <- c_{k-2}
+    (("skip_connect", "sep_conv_3x3"), ("max_pool_3x3", "avg_pool_3x3")),   # 3  node 1 <- c_{k-1}
+    (("skip_connect", "dil_conv_3x3"), ("skip_connect", "dil_conv_5x5")),   # 4  node 1 <- node 0
+    (("max_pool_3x3", "skip_connect"), ("max_pool_3x3", "avg_pool_3x3")),   # 5  node 2 <- c_{k-2}
+    (("skip_connect", "sep_conv_3x3"), ("max_pool_3x3", "sep_conv_3x3")),   # 6  node 2 <- c_{k-1}
+    (("skip_connect", "sep_conv_3x3"), ("skip_connect", "dil_conv_3x3")),   # 7  node 2 <- node 0
+    (("skip_connect", "dil_conv_3x3"), ("skip_connect", "dil_conv_5x5")),   # 8  node 2 <- node 1
+    (("skip_connect", "sep_conv_3x3"), ("max_pool_3x3", "avg_pool_3x3")),   # 9  node 3 <- c_{k-2}
+    (("max_pool_3x3", "skip_connect"), ("max_pool_3x3", "avg_pool_3x3")),   # 10 node 3 <- c_{k-1}
+    (("skip_connect", "dil_conv_3x3"), ("skip_connect", "dil_conv_5x5")),   # 11 node 3 <- node 0
+    (("dil_conv_3x3", "dil_conv_5x5"), ("skip_connect", "dil_conv_5x5")),   # 12 node 3 <- node 1
+    (("dil_conv_3x3", "dil_conv_5x5"), ("skip_connect", "dil_conv_5x5")),   # 13 node 3 <- node 2
+)
+SHARED_LISTS = {
+    "darts": PRIMITIVES[1:],   # `none` is never drawn in the DARTS space (spec §2.2)
+    "s2": ("skip_connect", "sep_conv_3x3"),
+    "s3": ("none", "skip_connect", "sep_conv_3x3"),
+    "s4": ("noise", "sep_conv_3x3"),
+}
+
+
+def edge_candidates(variant: str) -> tuple[tuple[tuple[str, ...], ...], tuple[tuple[str, ...], ...]]:
+    """The candidate list of every edge, ``[cell][edge]`` with cell 0 = normal, 1 = reduction (spec §2.7)."""
+    if variant == "s1":
+        return tuple(tuple(S1_EDGES[e][k] for e in range(NUM_EDGES)) for k in (0, 1))
+    lst = SHARED_LISTS[variant]
+    return ((lst,) * NUM_EDGES,) * 2
+
+
+def drawable_ops(variant: str, s3_reference_none: bool = False):
+    """Operations sampling and mutation draw from, per ``[cell][edge]``; the reference option drops S3's none."""
+    cands = edge_candidates(variant)
+    if variant == "s3" and s3_reference_none:
+        return tuple(tuple(tuple(op for op in lst if op != "none") for lst in cell) for cell in cands)
+    return cands
+
+
+DEFAULT_PARAMS = {
+    "space": {
+        "variant": Choice("darts", VARIANTS),
+        "s3_reference_none": False,
+        "dataset": Choice("cifar10", ("cifar10",)),
+        "channels": 16,
+        "layers": 20,
+        "p_opwise": 0.2,
+        "p_edgewise": 0.1,
+    },
+    "warmup": {
+        "iterations": 0,
+        "batch_size": 128,
+        "lr": 0.1,
+        "momentum": 0.9,
+        "weight_decay": 4e-5,
+        "checkpoint_every": 1000,
+    },
+    "search": {
+        "strategy": Choice("eps", ("eps", "random")),
+        "iterations": 80000,
+        "val_interval": 50,
+        "population": 256,
+        "group": 64,
+        "parents": 4,
+        "children_per_parent": 1,
+        "batch_size": 128,
+        "lr": 0.1,
+        "momentum": 0.9,
+        "weight_decay": 4e-5,
+        "label_smoothing": 0.1,
+        "fitness_batch_size": 250,
+        "fitness_batches": 1,
+        "fitness_shared": False,
+        "fitness_momentum": 0.0,
+        "fitness_members": Choice("group", ("group", "trained")),
+        "rank_min_count": 1,            # DARTS controllers rank members measured at least once (spec §2.2)
+        "first_measurement_offset": 0.0,
+        "channels_last": True,
+        "skip_dead_edges": True,         # NB201 notion; every DARTS node feeds the cell output, so nothing to skip
+        "amp": False,
+        "on_nonfinite": Choice("stop", ("stop", "skip")),
+        "data_subset": 0,
+        "checkpoint_every": 20,
+    },
+    "select": {
+        "window": 10000,
+        "alpha": 1.4,
+        "beta": 5.2,
+        "rule": Choice("size_prior", ("size_prior", "prior_free")),
+    },
+    "retrain": {
+        "dataset": Choice("cifar10", ("cifar10", "cifar100", "svhn")),
+        "channels": 36,
+        "layers": 20,
+        "epochs": 600,
+        "batch_size": 96,               # global batch; under torchrun each of N ranks takes batch_size / N
+        "lr": 0.025,
+        "momentum": 0.9,
+        "nesterov": False,
+        "weight_decay": 3e-4,
+        "grad_clip": 5.0,
+        "auxiliary_weight": 0.4,
+        "drop_path": 0.2,
+        "cutout": 16,
+        "hflip": Choice("auto", ("auto", "on", "off")),   # auto: on for CIFAR, off for SVHN digits (§5 item 22)
+        "train_subset": 0,
+        "test_subset": 0,
+        "eval_batch_size": 500,
+        "channels_last": True,          # GPU only
+        "amp": True,                    # bf16 autocast, GPU only
+        "sync_bn": False,               # multi-GPU: SyncBatchNorm over the global batch (CUDA only)
+        "checkpoint_every": 1,
+    },
+}
+
+
+def validate(section: dict) -> list[str]:
+    errors = []
+    sp = section["space"]
+    for key in ("p_opwise", "p_edgewise"):
+        if not 0 <= sp[key] <= 1:
+            errors.append(f"space.{key}: got {sp[key]}, must be in [0, 1]")
+    for sec in ("space", "retrain"):
+        if section[sec]["channels"] < 1:
+            errors.append(f"{sec}.channels: got {section[sec]['channels']}, must be >= 1")
+        if section[sec]["layers"] < 3:
+            errors.append(f"{sec}.layers: got {section[sec]['layers']}, must be >= 3 (two reduction cells)")
+    s = section["search"]
+    if s["data_subset"] < 0:
+        errors.append(f"search.data_subset: got {s['data_subset']}, must be >= 0 (0 = the whole half)")
+    for key in ("fitness_batch_size", "fitness_batches", "rank_min_count"):
+        if s[key] < 1:
+            errors.append(f"search.{key}: got {s[key]}, must be >= 1")
+    if not 0 <= s["fitness_momentum"] < 1:
+        errors.append(f"search.fitness_momentum: got {s['fitness_momentum']}, must be in [0, 1)")
+    if not 0 <= s["label_smoothing"] < 1:
+        errors.append(f"search.label_smoothing: got {s['label_smoothing']}, must be in [0, 1)")
+    if section["select"]["window"] < 1:
+        errors.append(f"select.window: got {section['select']['window']}, must be >= 1 iteration")
+    r = section["retrain"]
+    for key in ("epochs", "batch_size", "checkpoint_every", "eval_batch_size"):
+        if r[key] < 1:
+            errors.append(f"retrain.{key}: got {r[key]}, must be >= 1")
+    for key in ("train_subset", "test_subset", "cutout", "weight_decay", "auxiliary_weight", "grad_clip"):
+        if r[key] < 0:
+            errors.append(f"retrain.{key}: got {r[key]}, must be >= 0")
+    if r["lr"] <= 0:
+        errors.append(f"retrain.lr: got {r['lr']}, must be > 0")
+    if not 0 <= r["momentum"] < 1:
+        errors.append(f"retrain.momentum: got {r['momentum']}, must be in [0, 1)")
+    if not 0 <= r["drop_path"] < 1:
+        errors.append(f"retrain.drop_path: got {r['drop_path']}, must be in [0, 1)")
+    return errors
+
+
+# ------------------------------------------------------------------------------------------------ genotype strings
+
+MAX_GENOTYPE_CHARS = 20000
+EXAMPLE = ("Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('sep_conv_3x3', 1), "
+           "('sep_conv_3x3', 1), ('skip_connect', 0), ('skip_connect', 0), ('dil_conv_3x3', 2)], "
+           "normal_concat=[2, 3, 4, 5], reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1), ('skip_connect', 2), "
+           "('max_pool_3x3', 1), ('max_pool_3x3', 0), ('skip_connect', 2), ('skip_connect', 2), "
+           "('max_pool_3x3', 1)], reduce_concat=[2, 3, 4, 5])")
+FIELDS = ("normal", "normal_concat", "reduce", "reduce_concat")
+
+
+class _Unsupported(Exception):
+    pass
+
+
+def _literal(node: ast.AST):
+    """A restricted literal evaluator: str/int constants, negative ints, lists, tuples, range(a, b[, c])."""
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant) \
+            and type(node.operand.value) is int:
+        return -node.operand.value
+    if isinstance(node, (ast.List, ast.Tuple)):
+        return [_literal(e) for e in node.elts] if isinstance(node, ast.List) else tuple(_literal(e) for e in node.elts)
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "range"
+            and not node.keywords and 1 <= len(node.args) <= 3):
+        args = [_literal(a) for a in node.args]
+        if all(type(a) is int for a in args):
+            return range(*args)
+    raise _Unsupported(type(node).__name__)
+
+
+def _parse_fields(text: str) -> dict:
+    if not isinstance(text, str):
+        raise ArchError(f"a DARTS genotype must be a string, got {type(text).__name__}")
+    if len(text) > MAX_GENOTYPE_CHARS:
+        raise ArchError(f"DARTS genotype is {len(text)} characters long; a genotype is a few hundred")
+    try:
+        tree = ast.parse(text.strip(), mode="eval").body
+    except (SyntaxError, ValueError, MemoryError, RecursionError, OverflowError):
+        raise ArchError(f"DARTS genotype {text[:80]!r} is not valid syntax; expected e.g. {EXAMPLE}") from None
+    if not (isinstance(tree, ast.Call) and isinstance(tree.func, (ast.Name, ast.Attribute))
+            and (tree.func.id if isinstance(tree.func, ast.Name) else tree.func.attr) == "Genotype"):
+        raise ArchError(f"DARTS genotype {text[:80]!r} must be of the form Genotype(normal=[...], "
+                        f"normal_concat=[2, 3, 4, 5], reduce=[...], reduce_concat=[2, 3, 4, 5])")
+    if len(tree.args) > len(FIELDS) or any(isinstance(a, ast.Starred) for a in tree.args):
+        raise ArchError(f"DARTS genotype has {len(tree.args)} positional fields; expected at most 4 "
+                        f"({', '.join(FIELDS)})")
+    fields: dict = {}
+    try:
+        for name, node in zip(FIELDS, tree.args):
+            fields[name] = _literal(node)
+        for kw in tree.keywords:
+            if kw.arg is None or kw.arg not in FIELDS:
+                raise ArchError(f"DARTS genotype: unknown field {kw.arg or '**'!r}; fields are {', '.join(FIELDS)}")
+            if kw.arg in fields:
+                raise ArchError(f"DARTS genotype: field {kw.arg!r} given twice")
+            fields[kw.arg] = _literal(kw.value)
+    except _Unsupported as err:
+        raise ArchError(f"DARTS genotype: only literal lists of (op name, input index) pairs and concat lists are "
+                        f"accepted (found an expression of type {err})") from None
+    missing = [f for f in FIELDS if f not in fields]
+    if missing:
+        raise ArchError(f"DARTS genotype is missing field(s) {', '.join(missing)}; expected e.g. {EXAMPLE}")
+    return fields
+
+
+def _parse_cell(value, which: str) -> tuple:
+    if not isinstance(value, (list, tuple)):
+        raise ArchError(f"DARTS genotype: {which} must be a list of (op name, input index) pairs, "
+                        f"got {type(value).__name__}")
+    if len(value) != 2 * STEPS:
+        raise ArchError(f"DARTS genotype: {which} cell has {len(value)} (op, input) pair(s); expected 8, exactly "
+                        f"two inputs for each of the 4 nodes")
+    nodes = []
+    for i in range(STEPS):
+        pairs = []
+        for k in (2 * i, 2 * i + 1):
+            p = value[k]
+            if not (isinstance(p, (list, tuple)) and len(p) == 2 and isinstance(p[0], str)
+                    and type(p[1]) is int):
+                raise ArchError(f"DARTS genotype: {which} entry {k} is {p!r}; expected a pair ('op_name', input)")
+            op, j = p
+            if op not in OP_NAMES:
+                raise ArchError(f"DARTS genotype: {which} node {i}: unknown operation {op!r}; known: "
+                                f"{', '.join(OP_NAMES)}")
+            if not 0 <= j <= i + 1:
+                raise ArchError(f"DARTS genotype: {which} node {i}: input index {j} is out of range; node {i} reads "
+                                f"inputs 0..{i + 1} (0 = c_k-2, 1 = c_k-1, 2+m = node m)")
+            pairs.append((op, j))
+        if pairs[0][1] == pairs[1][1]:
+            raise ArchError(f"DARTS genotype: {which} node {i} reads input {pairs[0][1]} twice; "
+                            f"each node has exactly two distinct inputs")
+        nodes.append(tuple(sorted(pairs, key=lambda p: p[1])))
+    return tuple(nodes)
+
+
+def _check_concat(value, which: str) -> None:
+    ok = isinstance(value, (list, tuple, range)) and len(value) == len(CONCAT) and \
+        all(type(v) is int for v in value) and tuple(value) == CONCAT
+    if not ok:
+        shown = value if not isinstance(value, range) else f"range({value.start}, {value.stop})"
+        raise ArchError(f"DARTS genotype: {which} is {shown!r}; this space concatenates all four intermediate "
+                        f"nodes: [2, 3, 4, 5] (or range(2, 6))")
+
+
+def parse_genotype(text: str) -> tuple:
+    """``(normal, reduce)`` from a Genotype string, structure-checked; any malformed input raises ArchError."""
+    try:
+        fields = _parse_fields(text)
+        arch = (_parse_cell(fields["normal"], "normal"), _parse_cell(fields["reduce"], "reduce"))
+        _check_concat(fields["normal_concat"], "normal_concat")
+        _check_concat(fields["reduce_concat"], "reduce_concat")
+        return arch
+    except ArchError:
+        raise
+    except Exception as err:  # a safety net: any surprise in parsing is still a user-facing ArchError
+        raise ArchError(f"DARTS genotype {str(text)[:80]!r} could not be parsed ({type(err).__name__})") from None
+
+
+def format_genotype(arch) -> str:
+    def cell(c):
+        return "[" + ", ".join(f"({op!r}, {j})" for node in c for op, j in node) + "]"
+    concat = "[" + ", ".join(map(str, CONCAT)) + "]"
+    normal, reduce = arch
+    return f"Genotype(normal={cell(normal)}, normal_concat={concat}, reduce={cell(reduce)}, reduce_concat={concat})"
+
+
+# ----------------------------------------------------------------------------------------------------------- space
+
+class DartsCNNSpace:
+    name = NAME
+
+    def __init__(self, variant: str = "darts", s3_reference_none: bool = False, channels: int = 16, layers: int = 20,
+                 p_opwise: float = 0.2, p_edgewise: float = 0.1, eval_channels: int = 36, eval_layers: int = 20,
+                 num_classes: int = 10, search_classes: int = 10):
+        self.variant, self.s3_reference_none = variant, s3_reference_none
+        self.channels, self.layers = channels, layers
+        self.p_opwise, self.p_edgewise = p_opwise, p_edgewise
+        self.eval_channels, self.eval_layers, self.num_classes = eval_channels, eval_layers, num_classes
+        self.search_classes = search_classes
+        self.candidates = edge_candidates(variant)
+        self.drawable = drawable_ops(variant, s3_reference_none)
+        self._params_cache: dict = {}
+
+    # sampling and mutation (spec §2.2; ops drawn from the edge's own list)
+    def _draw(self, k: int, node: int, inp: int, rng: np.random.Generator) -> str:
+        ops = self.drawable[k][edge_index(node, inp)]
+        return ops[int(rng.integers(len(ops)))]
+
+    def _sample_cell(self, k: int, rng: np.random.Generator) -> tuple:
+        nodes = []
+        for i in range(STEPS):
+            inputs = sorted(int(j) for j in rng.choice(i + 2, size=2, replace=False))
+            nodes.append(tuple((self._draw(k, i, j, rng), j) for j in inputs))
+        return tuple(nodes)
+
+    def sample(self, rng: np.random.Generator) -> tuple:
+        return (self._sample_cell(0, rng), self._sample_cell(1, rng))
+
+    def _mutate_cell(self, cell: tuple, k: int, rng: np.random.Generator) -> tuple:
+        nodes = []
+        for i, node in enumerate(cell):
+            pairs = [list(p) for p in node]
+            for p in pairs:  # op-wise: redraw from the edge's list (the old op may come back)
+                if rng.random() < self.p_opwise:
+                    p[0] = self._draw(k, i, p[1], rng)
+            if i >= 1 and rng.random() < self.p_edgewise:  # edge-wise: move one input to an unused slot
+                active = {p[1] for p in pairs}
+                inactive = [j for j in range(i + 2) if j not in active]
+                which = int(rng.integers(2))
+                j = inactive[int(rng.integers(len(inactive)))]
+                pairs[which] = [self._draw(k, i, j, rng), j]
+            nodes.append(tuple(sorted((tuple(p) for p in pairs), key=lambda p: p[1])))
+        return tuple(nodes)
+
+    def mutate(self, arch, rng: np.random.Generator) -> tuple:
+        return (self._mutate_cell(arch[0], 0, rng), self._mutate_cell(arch[1], 1, rng))
+
+    # notation
+    def encode(self, arch) -> str:
+        return format_genotype(arch)
+
+    def decode(self, text: str) -> tuple:
+        arch = parse_genotype(text)
+        for k, cell in enumerate(arch):
+            for i, node in enumerate(cell):
+                for op, j in node:
+                    allowed = self.candidates[k][edge_index(i, j)]
+                    if op not in allowed:
+                        raise ArchError(
+                            f"DARTS genotype: operation {op!r} is not allowed on edge {edge_index(i, j)} (node {i}, "
+                            f"input {j}) of the {CELL_NAMES[k]} cell in variant {self.variant}; "
+                            f"allowed there: {', '.join(allowed)}")
+        return arch
+
+    def draw(self, arch, path) -> None:
+        """PNG of the normal and reduction cells (used by ``eps report``)."""
+        from eps.cellplot import draw_genotype
+        draw_genotype(arch, path)
+
+    # networks
+    def _eval_shape(self, num_classes, channels, layers):
+        return (num_classes or self.num_classes, channels or self.eval_channels, layers or self.eval_layers)
+
+    def build_supernet(self, skip_dead_edges: bool = True) -> DartsSupernet:
+        ops = tuple(tuple(tuple(op for op in lst if op != "none") for lst in cell) for cell in self.candidates)
+        return DartsSupernet(ops, self.channels, self.layers, self.search_classes)
+
+    def build_network(self, arch, num_classes: int | None = None, channels: int | None = None,
+                      layers: int | None = None, auxiliary: bool = True) -> NetworkCIFAR:
+        n, c, l = self._eval_shape(num_classes, channels, layers)
+        return NetworkCIFAR(arch, c, l, n, auxiliary=auxiliary)
+
+    def num_params(self, arch, num_classes: int | None = None, channels: int | None = None,
+                   layers: int | None = None) -> int:
+        """Parameters of the standalone network without the auxiliary head (DARTS's convention)."""
+        import torch
+        key = (arch, *self._eval_shape(num_classes, channels, layers))
+        if key not in self._params_cache:
+            with torch.device("meta"):  # shapes only, no memory
+                net = self.build_network(arch, num_classes, channels, layers, auxiliary=False)
+            self._params_cache[key] = sum(p.numel() for p in net.parameters())
+        return self._params_cache[key]
+
+    def largest(self) -> tuple:
+        """The genotype of the largest standalone network: per node, the two inputs whose best op adds most.
+
+        Parameters are additive over the edges' operations, so each edge's weight is the sum over all cells of its
+        type of the operation's size at that cell's width and stride; ties go to the first listed op / lower input.
+        """
+        import torch
+        _, plan = _channel_plan(self.eval_channels, self.eval_layers)
+        sizes: dict = {}
+
+        def size(op, c, stride):
+            if (op, c, stride) not in sizes:
+                with torch.device("meta"):
+                    sizes[op, c, stride] = sum(p.numel() for p in make_op(op, c, stride).parameters())
+            return sizes[op, c, stride]
+
+        cells = []
+        for k in (0, 1):
+            widths = [c for _, _, c, red, _ in plan if red == bool(k)]
+            nodes = []
+            for i in range(STEPS):
+                best = []
+                for j in range(i + 2):
+                    stride = 2 if k == 1 and j < 2 else 1
+                    ops = self.drawable[k][edge_index(i, j)]
+                    weights = [sum(size(op, c, stride) for c in widths) for op in ops]
+                    w = max(weights)
+                    best.append((w, j, ops[weights.index(w)]))
+                top = sorted(best, key=lambda t: (-t[0], t[1]))[:2]
+                nodes.append(tuple(sorted(((op, j) for _, j, op in top), key=lambda p: p[1])))
+            cells.append(tuple(nodes))
+        return tuple(cells)
+
+    # tasks
+    def search_task(self, params: dict, data_root, device, seed: int, stage: str = "search"):
+        from eps.train.supernet import ImageSupernetTask
+        model = self.build_supernet()
+        return ImageSupernetTask(model, params[stage], params["search"], data_root, device, seed,
+                                 dataset=params["space"]["dataset"], subset=params["search"]["data_subset"])
+
+    def retrain_task(self, arch, params: dict, data_root, device, seed: int):
+        from eps.train.darts_retrain import DartsRetrainTask
+        r = params["retrain"]
+        model = self.build_network(arch, NUM_CLASSES[r["dataset"]], r["channels"], r["layers"],
+                                   auxiliary=r["auxiliary_weight"] > 0)
+        return DartsRetrainTask(model, r, data_root, device, seed)
+
+
+def build(section: dict) -> DartsCNNSpace:
+    s, r = section["space"], section["retrain"]
+    return DartsCNNSpace(s["variant"], s["s3_reference_none"], s["channels"], s["layers"], s["p_opwise"],
+                         s["p_edgewise"], r["channels"], r["layers"], NUM_CLASSES[r["dataset"]])

@@ -1,0 +1,417 @@
+"""DARTS recurrent-cell space on Penn Treebank (spec §3): 8 nodes, one predecessor each, activations
+tanh / relu / sigmoid / identity; 4^8 * 8! ~ 2.6e9 cells.
+
+Internal architecture: a tuple of 8 ``(activation index, predecessor)`` pairs; activation indices follow
+``OPS = (none, tanh, relu, sigmoid, identity)`` as the reference encodes them (0 = ``none`` = unconnected slot, so it
+never appears as a node's activation); node i (0-based) takes its input from state s_p, 0 <= p <= i, where s_0 is the
+cell's initial state. Files and reports use DARTS's notation::
+
+    Genotype(recurrent=[('sigmoid', 0), ('relu', 1), ('relu', 1), ('identity', 1), ('tanh', 2), ('sigmoid', 5),
+                        ('tanh', 3), ('relu', 5)], concat=range(1, 9))
+
+which ``decode`` parses without ``eval``: every malformed input raises ArchError with a one-line reason.
+
+Params keys that exist for every space but mean nothing here (``search.label_smoothing``, ``channels_last``,
+``amp``, ``skip_dead_edges``) stay at neutral defaults and are rejected if changed.
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from eps.config import Choice, Nullable
+from eps.errors import ArchError, ConfigError
+from eps.models.darts_rnn import ACTIVATIONS, OPS, STEPS, DartsRNNNetwork, DartsRNNSupernet
+
+NAME = "darts-rnn"
+DEFAULT_VOCAB = 10000
+CONCAT = tuple(range(1, STEPS + 1))
+EXAMPLE = ("Genotype(recurrent=[('sigmoid', 0), ('relu', 1), ('relu', 1), ('identity', 1), ('tanh', 2), "
+           "('sigmoid', 5), ('tanh', 3), ('relu', 5)], concat=range(1, 9))")
+
+DEFAULT_PARAMS = {
+    "space": {
+        "hidden_size": 850,                  # embedding = hidden = last hidden (tied decoder); the retrained network
+        "supernet_hidden_size": Nullable(int),  # None = hidden_size; smaller = a proxy supernet (spec §5 item 23)
+        "dropout": 0.75,                     # locked dropout on the cell output
+        "dropouth": 0.25,                    # variational dropout on every state multiplied by a matrix
+        "dropoutx": 0.75,                    # variational dropout on the cell input x
+        "dropouti": 0.2,                     # locked dropout on the embedded input
+        "dropoute": 0.1,                     # word-level embedding dropout
+        "tar_beta": 1e-3,                    # temporal activation regularisation on the cell outputs
+        "ar_alpha": 0.0,                     # activation regularisation on the dropped outputs
+        "init_range": 0.04,
+        "p_opwise": 0.2,                     # mutation: redraw a node's activation (spec §3.1)
+        "p_edgewise": 0.1,                   # mutation: move a node's connection, keeping its activation
+        "reference_hidden_state": False,     # true: carry the state across architecture switches (spec §6 item 6)
+    },
+    "warmup": {                              # the reference has no warm-up: 0 iterations just saves the init
+        "iterations": 0,
+        "batch_size": 128,
+        "lr": 20.0,
+        "momentum": 0.0,
+        "weight_decay": 8e-7,
+        "checkpoint_every": 1000,
+    },
+    "search": {
+        "strategy": Choice("eps", ("eps", "random")),
+        "iterations": 80000,
+        "val_interval": 50,
+        "population": 256,
+        "group": 64,
+        "parents": 4,
+        "children_per_parent": 1,
+        "batch_size": 128,                   # training columns
+        "lr": 20.0,                          # times seq_len / bptt at every step
+        "lr_schedule": Choice("constant", ("constant", "cosine")),
+        "momentum": 0.0,
+        "weight_decay": 8e-7,
+        "bptt": 35,
+        "half_bptt_prob": 0.05,              # seq_len = bptt w.p. 0.95, else int(bptt / 2); no jitter in search
+        "clip": 0.1,                         # gradient global norm
+        "fitness_batch_size": 256,           # validation columns per member and batch
+        "fitness_batches": 1,
+        "fitness_columns": 1024,             # the validation split is cut into this many columns (72 tokens each)
+        "fitness_shared": False,             # true: all members of a round are scored on the same columns
+        "fitness_momentum": 0.0,
+        "fitness_members": Choice("group", ("group", "trained")),
+        "rank_min_count": 1,
+        "first_measurement_offset": 0.0,
+        "on_nonfinite": Choice("stop", ("stop", "skip")),
+        "data_subset": 0,                    # training tokens used (0 = all of PTB train); for tiny runs
+        "checkpoint_every": 20,              # rounds
+        "label_smoothing": 0.0,              # ignored (image spaces only)
+        "channels_last": False,              # ignored
+        "amp": False,                        # ignored
+        "skip_dead_edges": False,            # ignored
+    },
+    "select": {
+        "window": 10000,
+        "alpha": 1.4,                        # all cells have the same size, so the size prior is a constant
+        "beta": 5.2,
+        "rule": Choice("size_prior", ("size_prior", "prior_free")),
+    },
+    "retrain": {
+        "epochs": 3600,                      # the paper's PTB run; DARTS trained for 8,000
+        "batch_size": 64,
+        "eval_batch_size": 10,
+        "test_batch_size": 1,
+        "lr": 20.0,                          # times seq_len / bptt at every step, SGD and ASGD alike
+        "weight_decay": 8e-7,
+        "clip": 0.25,
+        "bptt": 35,
+        "half_bptt_prob": 0.05,              # base bptt halved w.p. 0.05, then seq_len = max(min, int(N(base, std)))
+        "seq_len_std": 5.0,
+        "min_seq_len": 5,
+        "max_seq_len_delta": 20,             # seq_len capped at bptt + delta
+        "nonmono": 5,                        # SGD -> ASGD when validation stops improving (spec §3.6)
+        "train_subset": 0,                   # tokens of each split used (0 = all); for tiny runs
+        "valid_subset": 0,
+        "test_subset": 0,
+        "test_every": 100,                   # epochs between test evaluations of the best model (0 = last only)
+        "checkpoint_every": 10,
+    },
+}
+
+_IGNORED = {"label_smoothing": 0.0, "channels_last": False, "amp": False, "skip_dead_edges": False}
+
+
+def validate(section: dict) -> list[str]:
+    errors = []
+    sp, s, r = section["space"], section["search"], section["retrain"]
+
+    def need(cond, key, value, msg):
+        if not cond:
+            errors.append(f"{key}: got {value!r}, {msg}")
+
+    need(sp["hidden_size"] >= 1, "space.hidden_size", sp["hidden_size"], "must be >= 1")
+    if sp["supernet_hidden_size"] is not None:
+        need(sp["supernet_hidden_size"] >= 1, "space.supernet_hidden_size", sp["supernet_hidden_size"], "must be >= 1")
+    for key in ("dropout", "dropouth", "dropoutx", "dropouti", "dropoute"):
+        need(0 <= sp[key] < 1, f"space.{key}", sp[key], "must be in [0, 1)")
+    for key in ("p_opwise", "p_edgewise"):
+        need(0 <= sp[key] <= 1, f"space.{key}", sp[key], "must be in [0, 1]")
+    for key in ("tar_beta", "ar_alpha"):
+        need(sp[key] >= 0, f"space.{key}", sp[key], "must be >= 0")
+    need(sp["init_range"] > 0, "space.init_range", sp["init_range"], "must be > 0")
+
+    need(s["bptt"] >= 2, "search.bptt", s["bptt"], "must be >= 2 (the half length must be >= 1)")
+    need(0 <= s["half_bptt_prob"] <= 1, "search.half_bptt_prob", s["half_bptt_prob"], "must be in [0, 1]")
+    need(s["clip"] > 0, "search.clip", s["clip"], "must be > 0")
+    for key in ("fitness_batch_size", "fitness_batches", "fitness_columns", "rank_min_count"):
+        need(s[key] >= 1, f"search.{key}", s[key], "must be >= 1")
+    if s["fitness_batch_size"] > s["fitness_columns"]:
+        errors.append(f"search.fitness_batch_size: {s['fitness_batch_size']} columns per member exceed "
+                      f"search.fitness_columns {s['fitness_columns']}")
+    need(0 <= s["fitness_momentum"] < 1, "search.fitness_momentum", s["fitness_momentum"], "must be in [0, 1)")
+    for stage in ("warmup", "search"):
+        b = section[stage]["batch_size"]
+        if s["data_subset"] and s["data_subset"] < 3 * b:
+            errors.append(f"search.data_subset: {s['data_subset']} tokens give fewer than 3 rows of "
+                          f"{stage}.batch_size {b} columns; use 0 (all) or at least {3 * b}")
+    need(s["data_subset"] >= 0, "search.data_subset", s["data_subset"], "must be >= 0 (0 = all of PTB train)")
+    for key, neutral in _IGNORED.items():
+        if s[key] != neutral:
+            errors.append(f"search.{key}: got {s[key]!r}, but darts-rnn does not use it; remove it "
+                          f"(or set {str(neutral).lower()})")
+
+    need(section["select"]["window"] >= 1, "select.window", section["select"]["window"], "must be >= 1 iteration")
+
+    for key in ("epochs", "batch_size", "eval_batch_size", "test_batch_size", "checkpoint_every", "nonmono",
+                "min_seq_len"):
+        need(r[key] >= 1, f"retrain.{key}", r[key], "must be >= 1")
+    need(r["bptt"] >= 2, "retrain.bptt", r["bptt"], "must be >= 2")
+    for key in ("lr", "clip"):
+        need(r[key] > 0, f"retrain.{key}", r[key], "must be > 0")
+    for key in ("weight_decay", "seq_len_std", "max_seq_len_delta", "test_every"):
+        need(r[key] >= 0, f"retrain.{key}", r[key], "must be >= 0")
+    need(0 <= r["half_bptt_prob"] <= 1, "retrain.half_bptt_prob", r["half_bptt_prob"], "must be in [0, 1]")
+    for key, batch in (("train_subset", "batch_size"), ("valid_subset", "eval_batch_size"),
+                       ("test_subset", "test_batch_size")):
+        need(r[key] >= 0, f"retrain.{key}", r[key], "must be >= 0 (0 = the whole split)")
+        if r[key] > 0 and r[key] < 3 * r[batch]:
+            errors.append(f"retrain.{key}: {r[key]} tokens give fewer than 3 rows of retrain.{batch} "
+                          f"{r[batch]} columns; use 0 (all) or at least {3 * r[batch]}")
+    return errors
+
+
+# --- notation ---------------------------------------------------------------------------------------------------
+
+def arch_to_str(arch) -> str:
+    nodes = ", ".join(f"('{OPS[op]}', {pred})" for op, pred in arch)
+    return f"Genotype(recurrent=[{nodes}], concat=range(1, {STEPS + 1}))"
+
+
+_TOKEN = re.compile(r"""\s*(?:(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P<int>[0-9]+)|(?P<str>'[^'\\\n]*'|"[^"\\\n]*")"""
+                    r"""|(?P<punct>[()\[\],=]))""")
+
+
+def _short(text: str) -> str:
+    r = repr(text)
+    return r if len(r) <= 90 else r[:87] + "..."
+
+
+class _Parser:
+    """Recursive descent over the tokens of a DARTS RNN genotype; no eval."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self.tokens: list[tuple[str, str]] = []
+        pos, n = 0, len(text)
+        while pos < n:
+            m = _TOKEN.match(text, pos)
+            if m is None or m.end() == pos:
+                if text[pos:].strip() == "":
+                    break
+                bad = text[pos:].lstrip()[:1]
+                self.fail(f"unexpected character {bad!r}")
+            kind = m.lastgroup
+            self.tokens.append((kind, m.group(kind)))
+            pos = m.end()
+        self.i = 0
+
+    def fail(self, reason: str):
+        raise ArchError(f"darts-rnn genotype {_short(self.text)}: {reason}; expected e.g. {EXAMPLE}")
+
+    def peek(self) -> tuple[str, str] | None:
+        return self.tokens[self.i] if self.i < len(self.tokens) else None
+
+    def take(self, kind: str, value: str | None = None, what: str = "") -> str:
+        tok = self.peek()
+        if tok is None or tok[0] != kind or (value is not None and tok[1] != value):
+            got = "end of text" if tok is None else repr(tok[1])
+            self.fail(f"expected {what or value or kind}, got {got}")
+        self.i += 1
+        return tok[1]
+
+    def accept(self, value: str) -> bool:
+        tok = self.peek()
+        if tok is not None and tok[0] == "punct" and tok[1] == value:
+            self.i += 1
+            return True
+        return False
+
+    def integer(self, what: str) -> int:
+        text = self.take("int", what=what)
+        if len(text) > 6:
+            self.fail(f"{what} {text} is out of range")
+        return int(text)
+
+    def sequence(self, item, what: str) -> list:
+        """``[a, b, ...]`` or ``(a, b, ...)``, trailing comma allowed."""
+        tok = self.peek()
+        if tok is None or tok[1] not in ("[", "("):
+            self.fail(f"expected a list for {what}, got {'end of text' if tok is None else repr(tok[1])}")
+        close = "]" if self.take("punct") == "[" else ")"
+        items = []
+        while not self.accept(close):
+            items.append(item())
+            if not self.accept(","):
+                self.take("punct", close, what=f"',' or {close!r} in {what}")
+                break
+        return items
+
+    def node(self) -> tuple[str, int]:
+        tok = self.peek()
+        if tok is None or tok[1] not in ("(", "["):
+            self.fail(f"expected an (activation, predecessor) pair, got "
+                      f"{'end of text' if tok is None else repr(tok[1])}")
+        close = ")" if self.take("punct") == "(" else "]"
+        name = self.take("str", what="a quoted activation name")[1:-1]
+        self.take("punct", ",", what="',' between activation and predecessor")
+        pred = self.integer("predecessor")
+        self.accept(",")
+        self.take("punct", close, what=f"{close!r} closing an (activation, predecessor) pair")
+        return name, pred
+
+    def concat(self) -> list[int]:
+        tok = self.peek()
+        if tok is not None and tok == ("name", "range"):
+            self.i += 1
+            self.take("punct", "(")
+            a = self.integer("range start")
+            if self.accept(")"):
+                return list(range(a))
+            self.take("punct", ",", what="',' in range(start, stop)")
+            b = self.integer("range stop")
+            self.take("punct", ")", what="')' closing range(start, stop)")
+            return list(range(a, b))
+        return self.sequence(lambda: self.integer("concat entry"), "concat")
+
+    def genotype(self) -> tuple[list, list]:
+        self.take("name", "Genotype", what="'Genotype('")
+        self.take("punct", "(", what="'(' after Genotype")
+        found: dict[str, object] = {}
+        while not self.accept(")"):
+            key = self.take("name", what="'recurrent=' or 'concat='")
+            if key not in ("recurrent", "concat"):
+                self.fail(f"unknown field {key!r} (a DARTS RNN genotype has recurrent and concat)")
+            if key in found:
+                self.fail(f"field {key!r} given twice")
+            self.take("punct", "=", what=f"'=' after {key}")
+            found[key] = self.sequence(self.node, "recurrent") if key == "recurrent" else self.concat()
+            if not self.accept(","):
+                self.take("punct", ")", what="',' or ')' closing Genotype(...)")
+                break
+        if self.peek() is not None:
+            self.fail(f"unexpected text after the closing ')': {self.peek()[1]!r}")
+        for key in ("recurrent", "concat"):
+            if key not in found:
+                self.fail(f"missing field {key}=")
+        return found["recurrent"], found["concat"]
+
+
+def str_to_arch(text) -> tuple[tuple[int, int], ...]:
+    """Parse DARTS's ``Genotype(recurrent=[...], concat=range(1, 9))``; anything malformed raises ArchError."""
+    if not isinstance(text, str):
+        raise ArchError(f"darts-rnn genotype must be a string, got {type(text).__name__}")
+    parser = _Parser(text)
+    recurrent, concat = parser.genotype()
+    if len(recurrent) != STEPS:
+        parser.fail(f"recurrent has {len(recurrent)} node(s), expected {STEPS}")
+    arch = []
+    for i, (name, pred) in enumerate(recurrent):
+        if name == "none":
+            parser.fail(f"node {i} has activation 'none'; a node's activation is one of {', '.join(ACTIVATIONS)}")
+        if name not in ACTIVATIONS:
+            parser.fail(f"node {i}: unknown activation {name!r}; allowed: {', '.join(ACTIVATIONS)}")
+        if not 0 <= pred <= i:
+            parser.fail(f"node {i}: predecessor {pred} out of range; node {i} can read states 0..{i}")
+        arch.append((OPS.index(name), pred))
+    if list(concat) != list(CONCAT):
+        parser.fail(f"concat is {list(concat)}, expected range(1, {STEPS + 1}) (the cell averages all 8 nodes)")
+    return tuple(arch)
+
+
+def check_arch(arch) -> tuple[tuple[int, int], ...]:
+    """An internal architecture validated (used by the builders and tests)."""
+    try:
+        nodes = tuple((int(op), int(pred)) for op, pred in arch)
+    except (TypeError, ValueError):
+        raise ArchError(f"darts-rnn architecture {arch!r} must be {STEPS} (activation, predecessor) pairs") from None
+    if len(nodes) != STEPS or not all(1 <= op < len(OPS) and 0 <= pred <= i for i, (op, pred) in enumerate(nodes)):
+        raise ArchError(f"darts-rnn architecture {arch!r} must be {STEPS} (activation 1..{len(OPS) - 1}, "
+                        f"predecessor 0..i) pairs")
+    return nodes
+
+
+# --- the space --------------------------------------------------------------------------------------------------
+
+class DartsRNNSpace:
+    name = NAME
+
+    def __init__(self, section: dict | None = None):
+        if section is None:
+            from eps.config import _plain_default
+            section = _plain_default(DEFAULT_PARAMS)
+        self.section = section
+        sp = section["space"]
+        self.hidden_size = sp["hidden_size"]
+        self.supernet_hidden_size = sp["supernet_hidden_size"] or sp["hidden_size"]
+        self.p_opwise, self.p_edgewise = sp["p_opwise"], sp["p_edgewise"]
+        self.model_options = {k: sp[k] for k in ("dropout", "dropouth", "dropoutx", "dropouti", "dropoute",
+                                                 "init_range")}
+        self._params_cache: dict = {}
+
+    def sample(self, rng: np.random.Generator) -> tuple[tuple[int, int], ...]:
+        """Per node one predecessor uniform in 0..i and one activation uniform in tanh/relu/sigmoid/identity."""
+        preds = [int(rng.integers(0, i + 1)) for i in range(STEPS)]
+        ops = rng.integers(1, len(OPS), size=STEPS)
+        return tuple((int(op), p) for op, p in zip(ops, preds))
+
+    def mutate(self, arch, rng: np.random.Generator) -> tuple[tuple[int, int], ...]:
+        """Spec §3.1: per node, w.p. p_opwise redraw the activation (the old one may return); for nodes i >= 1,
+        w.p. p_edgewise move the connection to a uniformly chosen *other* predecessor, keeping the activation."""
+        out = []
+        for i, (op, pred) in enumerate(arch):
+            if rng.random() < self.p_opwise:
+                op = int(rng.integers(1, len(OPS)))
+            if i >= 1 and rng.random() < self.p_edgewise:
+                other = int(rng.integers(0, i))          # one of the i predecessors other than `pred`
+                pred = other if other < pred else other + 1
+            out.append((op, pred))
+        return tuple(out)
+
+    def encode(self, arch) -> str:
+        return arch_to_str(check_arch(arch))
+
+    def decode(self, text: str) -> tuple[tuple[int, int], ...]:
+        return str_to_arch(text)
+
+    def largest(self) -> tuple[tuple[int, int], ...]:
+        # Every cell has the same parameters (one matrix per node position); any cell is "largest".
+        return tuple((OPS.index("tanh"), i) for i in range(STEPS))
+
+    def build_supernet(self, num_classes: int = DEFAULT_VOCAB) -> DartsRNNSupernet:
+        return DartsRNNSupernet(vocab=num_classes, hidden=self.supernet_hidden_size, **self.model_options)
+
+    def build_network(self, arch, num_classes: int | None = None, channels: int | None = None) -> DartsRNNNetwork:
+        return DartsRNNNetwork(check_arch(arch), vocab=num_classes or DEFAULT_VOCAB,
+                               hidden=channels or self.hidden_size, **self.model_options)
+
+    def num_params(self, arch, num_classes: int | None = None, channels: int | None = None,
+                   layers: int | None = None) -> int:
+        """Parameters of the standalone network (tied decoder counted once): ``channels`` = embedding/hidden size,
+        ``num_classes`` = vocabulary (default 10,000). Built on the meta device, so nothing is allocated."""
+        if layers not in (None, 1):
+            raise ConfigError(f"darts-rnn has one recurrent cell layer; --layers {layers} is not supported")
+        key = (check_arch(arch), num_classes, channels)
+        if key not in self._params_cache:
+            import torch
+            with torch.device("meta"):
+                net = self.build_network(arch, num_classes, channels)
+            self._params_cache[key] = sum(p.numel() for p in net.parameters())
+        return self._params_cache[key]
+
+    def search_task(self, params: dict, data_root, device, seed: int, stage: str = "search"):
+        from eps.train.language import PTBSearchTask
+        return PTBSearchTask(self, params, stage, data_root, device, seed)
+
+    def retrain_task(self, arch, params: dict, data_root, device, seed: int):
+        from eps.train.language import PTBRetrainTask
+        return PTBRetrainTask(self, check_arch(arch), params, data_root, device, seed)
+
+
+def build(section: dict) -> DartsRNNSpace:
+    return DartsRNNSpace(section)

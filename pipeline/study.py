@@ -1,0 +1,44 @@
+"""`eps study correlation` as a thin stage: read params, run ``eps.study``, write its outputs atomically.
+
+Outputs under ``<out>/<space>/study/``: ``study.json`` (settings, every cell's score and accuracy per seed, set and
+supernet, the metrics, tau over training, the summary over seeds), ``metrics.json`` (the summary only, for
+``dvc metrics``), ``report.txt`` (the tables), ``scores_vs_accuracy.png`` and ``tau_over_time.png``. Checkpoints and
+per-supernet results live in ``<out>/<space>/.work/study/seed<N>/{eps,random}/``, so a rerun resumes, and adding a
+seed reuses the seeds already done.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+
+from eps import io as eio
+from eps import report as rep
+from eps import study as st
+from eps.config import data_root
+from eps.spaces import get_space
+from eps.train.common import resolve_device
+from pipeline.stages import RunPaths, log
+
+
+def correlation(space_name: str, params: dict, out: str | Path, restart: bool = False) -> dict:
+    section = params[space_name]
+    space = get_space(space_name, section)
+    root = data_root(params)
+    bench = space.benchmark(root) if hasattr(space, "benchmark") else None
+    paths = RunPaths(out, space_name)
+    result = st.run_study(space, bench, section, params["study"], root, resolve_device(params["device"]),
+                          paths.work("study"), restart=restart, deterministic=params["deterministic"], log=log)
+    d = paths.stage("study")
+    tables = [st.table(result)]
+    tau = st.tau_table(result)
+    if tau is not None:
+        tables.append(tau)
+    text = rep.render(Console(width=160), tables)
+    st.plot_scores(result, d / "scores_vs_accuracy.png")
+    st.plot_tau(result, d / "tau_over_time.png")
+    eio.write_text(d / "report.txt", text)
+    eio.write_json(d / "metrics.json", {"settings": result["settings"], "summary": result["summary"]})
+    eio.write_json(d / "study.json", result)
+    log(f"study written to {d} (study.json, metrics.json, report.txt, scores_vs_accuracy.png, tau_over_time.png)")
+    return result
