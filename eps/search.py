@@ -51,8 +51,10 @@ def run_warmup(space: SearchSpace, task, cfg: dict, seed: int, ckpt: CheckpointD
         rng.bit_generator.state = state["rng"]
         set_rng_state(state["global_rng"], task.device)
         t = state["iteration"]
-    start, resumed_from, skipped = time.monotonic(), t, 0
-    last = torch.tensor(float("nan"))
+    start, resumed_from = time.monotonic(), t
+    # Kept in the checkpoint so a run resumed from any checkpoint reports what an uninterrupted run reports.
+    skipped = state.get("nonfinite_skipped", 0) if state is not None else 0
+    last = torch.tensor(state.get("last_train_loss", float("nan")) if state is not None else float("nan"))
     with progress_bar("warmup", total, t) as bar:
         while t < total:
             n = min(every, total - t)
@@ -64,7 +66,8 @@ def run_warmup(space: SearchSpace, task, cfg: dict, seed: int, ckpt: CheckpointD
             t += n
             last = losses[-1]
             ckpt.save({"task": task.state_dict(), "rng": rng.bit_generator.state,
-                       "global_rng": rng_state(task.device), "iteration": t})
+                       "global_rng": rng_state(task.device), "iteration": t, "nonfinite_skipped": skipped,
+                       "last_train_loss": float(last)})
             bar.advance(n, f"loss {float(last):.3f}")
     return LoopResult(t, time.monotonic() - start, resumed_from, float(last), skipped)
 
