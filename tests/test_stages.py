@@ -134,3 +134,36 @@ def test_changed_params_refuse_checkpoint_without_restart(tiny_params, tmp_path)
     proc = run_eps("stage", "warmup", "--params", tiny_params, "--out", out, check=False)
     assert proc.returncode == 2 and "warmup.lr" in proc.stderr and "--restart" in proc.stderr
     run_eps("stage", "warmup", "--params", tiny_params, "--out", out, "--restart")
+
+
+def test_retrain_killed_at_random_moments_resumes_exactly(tmp_path):
+    cfg = yaml.safe_load(yaml.safe_dump(TINY_NB201))
+    cfg["nb201"]["retrain"].update(epochs=8, train_subset=512, checkpoint_every=1)
+    params = tmp_path / "p.yaml"
+    params.write_text(yaml.safe_dump(cfg))
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    for out in (ref, killed):
+        for stage in ("warmup", "search", "select"):
+            run_eps("stage", stage, "--params", params, "--out", out)
+    run_eps("stage", "retrain", "--params", params, "--out", ref)
+    env = {**os.environ, "EPS_DATA_DIR": str(DATA_ROOT), "EPS_PROGRESS": "0"}
+    rng = random.Random(1)
+    kills, finished = 0, False
+    for _ in range(8):
+        proc = subprocess.Popen([EPS, "stage", "retrain", "--params", params, "--out", killed], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(3.0, 6.0))
+        if proc.poll() is not None:
+            finished = proc.returncode == 0
+            break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+    if not finished:
+        run_eps("stage", "retrain", "--params", params, "--out", killed)
+    assert kills >= 2, "the test never interrupted the retrain; make it longer"
+    a = checkpoint.load(ref / "nb201/retrain/model.pt")["model"]
+    b = checkpoint.load(killed / "nb201/retrain/model.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    for rel in ("retrain/metrics.json", "retrain/curve.csv"):
+        assert (ref / "nb201" / rel).read_bytes() == (killed / "nb201" / rel).read_bytes()
