@@ -22,6 +22,7 @@ from eps.data.stream import BatchStream
 from eps.data.vision import RETRAIN_DATASETS
 from eps.errors import CheckpointError, ConfigError
 from eps.train.common import autocast, cosine_lr, make_generator, set_lr
+from eps.train.retrain import load_train_test
 
 
 class DartsRetrainTask:
@@ -53,12 +54,7 @@ class DartsRetrainTask:
 
         load, mean, std, flip_ok = RETRAIN_DATASETS[cfg["dataset"]]
         self.flip = flip_ok if cfg["hflip"] == "auto" else cfg["hflip"] == "on"
-        train_x, train_y = load(data_root, train=True)
-        test_x, test_y = load(data_root, train=False)
-        if cfg["train_subset"]:
-            train_x, train_y = train_x[:cfg["train_subset"]], train_y[:cfg["train_subset"]]
-        if cfg["test_subset"]:
-            test_x, test_y = test_x[:cfg["test_subset"]], test_y[:cfg["test_subset"]]
+        (train_x, train_y), (test_x, test_y) = load_train_test(load, data_root, cfg)
         if len(train_y) < self.world:
             raise ConfigError(f"retrain.train_subset {len(train_y)} gives some of the {self.world} processes no data")
         self.norm = Normalize(mean, std, device)

@@ -19,6 +19,14 @@ from eps.train.common import autocast, cosine_lr, make_generator, rng_state, set
 from eps.train.supernet import DATASETS
 
 
+def load_train_test(load, data_root, cfg: dict):
+    """The full training and test sets of an image dataset, cut to ``train_subset``/``test_subset`` when set."""
+    train_x, train_y = load(data_root, train=True)
+    test_x, test_y = load(data_root, train=False)
+    n_train, n_test = cfg["train_subset"] or len(train_y), cfg["test_subset"] or len(test_y)
+    return (train_x[:n_train], train_y[:n_train]), (test_x[:n_test], test_y[:n_test])
+
+
 class ImageRetrainTask:
     """NAS-Bench-201 protocol: SGD nesterov, cosine lr stepped per iteration, crop+flip, full train set, test set."""
 
@@ -30,12 +38,7 @@ class ImageRetrainTask:
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],
                                          nesterov=cfg["nesterov"], weight_decay=cfg["weight_decay"])
         load, mean, std = DATASETS[dataset]
-        train_x, train_y = load(data_root, train=True)
-        test_x, test_y = load(data_root, train=False)
-        if cfg["train_subset"]:
-            train_x, train_y = train_x[:cfg["train_subset"]], train_y[:cfg["train_subset"]]
-        if cfg["test_subset"]:
-            test_x, test_y = test_x[:cfg["test_subset"]], test_y[:cfg["test_subset"]]
+        (train_x, train_y), (test_x, test_y) = load_train_test(load, data_root, cfg)
         self.norm = Normalize(mean, std, device)
         self.train = BatchStream(train_x.to(device), train_y.to(device), cfg["batch_size"],
                                  make_generator(device, seed + 1), transform=lambda x, g: self.norm(crop_flip(x, g)))
