@@ -35,6 +35,16 @@ def _env(monkeypatch):
     monkeypatch.setenv("EPS_PROGRESS", "0")
 
 
+def write_tiny_params(tmp_path: Path, **sections: dict) -> Path:
+    """TINY_NB201 with some nb201 sections updated, e.g. ``write_tiny_params(tmp, search={"lr": 1e30})``."""
+    cfg = yaml.safe_load(yaml.safe_dump(TINY_NB201))
+    for name, values in sections.items():
+        cfg["nb201"][name].update(values)
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
 @pytest.fixture
 def tiny_params(tmp_path) -> Path:
     path = tmp_path / "tiny.yaml"

@@ -1,7 +1,6 @@
 """Numerical faults, fuzzed parsers, atomic outputs."""
 import json
 
-import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -9,19 +8,11 @@ from eps.errors import ArchError
 from eps.io import AppendLog
 from eps.models.nb201 import OPS
 from eps.spaces.nb201 import arch_to_str, ints_to_arch, str_to_arch
-from tests.conftest import TINY_NB201, run_eps
-
-
-def _params(tmp_path, **search):
-    cfg = yaml.safe_load(yaml.safe_dump(TINY_NB201))
-    cfg["nb201"]["search"].update(search)
-    p = tmp_path / "p.yaml"
-    p.write_text(yaml.safe_dump(cfg))
-    return p
+from tests.conftest import run_eps, write_tiny_params
 
 
 def test_nonfinite_loss_stops_with_iteration_and_cell(tmp_path):
-    p = _params(tmp_path, lr=1e30)
+    p = write_tiny_params(tmp_path, search=dict(lr=1e30))
     run_eps("stage", "warmup", "--params", p, "--out", tmp_path)
     proc = run_eps("stage", "search", "--params", p, "--out", tmp_path, check=False)
     assert proc.returncode == 2
@@ -30,7 +21,7 @@ def test_nonfinite_loss_stops_with_iteration_and_cell(tmp_path):
 
 
 def test_nonfinite_steps_can_be_skipped_and_counted(tmp_path):
-    p = _params(tmp_path, lr=1e30, on_nonfinite="skip")
+    p = write_tiny_params(tmp_path, search=dict(lr=1e30, on_nonfinite="skip"))
     run_eps("stage", "warmup", "--params", p, "--out", tmp_path)
     run_eps("stage", "search", "--params", p, "--out", tmp_path)
     metrics = json.loads((tmp_path / "nb201/search/metrics.json").read_text())

@@ -13,7 +13,7 @@ import yaml
 
 from eps import checkpoint
 from eps.spaces.nb201 import str_to_arch
-from tests.conftest import DATA_ROOT, EPS, TINY_NB201, run_eps
+from tests.conftest import DATA_ROOT, EPS, run_eps, write_tiny_params
 
 OUTPUTS = ["search/history.jsonl", "search/supernet.pt", "search/metrics.json", "search/population.csv"]
 
@@ -58,14 +58,6 @@ def test_missing_data_is_one_line_error(tiny_params, tmp_path):
     assert proc.returncode == 2 and "CIFAR-10" in proc.stderr and "EPS_DATA_DIR" in proc.stderr
 
 
-def _params(tmp_path, **search):
-    cfg = yaml.safe_load(yaml.safe_dump(TINY_NB201))
-    cfg["nb201"]["search"].update(search)
-    p = tmp_path / "p.yaml"
-    p.write_text(yaml.safe_dump(cfg))
-    return p
-
-
 def _same_outputs(a: Path, b: Path):
     for rel in OUTPUTS:
         if rel.endswith(".pt"):
@@ -78,7 +70,7 @@ def _same_outputs(a: Path, b: Path):
 
 
 def test_search_killed_at_random_moments_resumes_exactly(tmp_path):
-    params = _params(tmp_path, iterations=300, val_interval=10, checkpoint_every=1)
+    params = write_tiny_params(tmp_path, search=dict(iterations=300, val_interval=10, checkpoint_every=1))
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     for out in (ref, killed):
         run_eps("stage", "warmup", "--params", params, "--out", out)
@@ -137,10 +129,7 @@ def test_changed_params_refuse_checkpoint_without_restart(tiny_params, tmp_path)
 
 
 def test_retrain_killed_at_random_moments_resumes_exactly(tmp_path):
-    cfg = yaml.safe_load(yaml.safe_dump(TINY_NB201))
-    cfg["nb201"]["retrain"].update(epochs=8, train_subset=512, checkpoint_every=1)
-    params = tmp_path / "p.yaml"
-    params.write_text(yaml.safe_dump(cfg))
+    params = write_tiny_params(tmp_path, retrain=dict(epochs=8, train_subset=512, checkpoint_every=1))
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     for out in (ref, killed):
         for stage in ("warmup", "search", "select"):

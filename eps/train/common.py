@@ -83,3 +83,19 @@ def set_rng_state(state: dict, device: torch.device) -> None:
     random.setstate((3, tuple(state["python"]), None))
     if "cuda" in state and device.type == "cuda":
         torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def score_members(archs: list, draw, score, n_batches: int, shared: bool, device: torch.device) -> torch.Tensor:
+    """Fitness bookkeeping shared by every supernet task (spec §6 item 3).
+
+    Unshared (the paper): each member draws its own ``n_batches`` with ``draw()``. Shared: one draw for the call, and
+    each distinct arch is scored once. ``score(arch, batches)`` returns a device scalar; nothing here syncs the host.
+    """
+    common = [draw() for _ in range(n_batches)] if shared else None
+    cache: dict = {}
+    losses = []
+    for arch in archs:
+        if common is None or arch not in cache:
+            cache[arch] = score(arch, common if common is not None else [draw() for _ in range(n_batches)])
+        losses.append(cache[arch])
+    return torch.stack(losses) if losses else torch.empty(0, device=device)

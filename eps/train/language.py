@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from eps.data.ptb import batchify, get_batch, load_ptb
 from eps.errors import ConfigError
-from eps.train.common import make_generator, set_lr
+from eps.train.common import make_generator, score_members, set_lr
 
 
 def should_switch_to_asgd(val_history, nonmono: int) -> bool:
@@ -145,21 +145,13 @@ class PTBSearchTask:
         rows = self.valid_data.size(0)
         per_batch = (rows - 1) * self.fitness_columns
         with torch.inference_mode():
-            shared = [self._columns() for _ in range(self.fitness_batches)] if self.fitness_shared else None
-            cache: dict = {}
-            losses = []
-            for arch in archs:
-                if shared is not None and arch in cache:
-                    losses.append(cache[arch])
-                    continue
-                batches = shared if shared is not None else [self._columns() for _ in range(self.fitness_batches)]
-                total = sum(_sum_nll(self.model, data, self.bptt, lambda x, h: self.model(x, arch, h))
-                            for data in batches)
-                loss = total / (per_batch * len(batches))
-                cache[arch] = loss
-                losses.append(loss)
+            losses = score_members(
+                archs, self._columns,
+                lambda arch, batches: sum(_sum_nll(self.model, data, self.bptt, lambda x, h: self.model(x, arch, h))
+                                          for data in batches) / (per_batch * len(batches)),
+                self.fitness_batches, self.fitness_shared, self.device)
         self.model.train()
-        return torch.stack(losses) if losses else torch.empty(0, device=self.device)
+        return losses
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from eps.data.augment import Normalize, crop_flip
 from eps.data.cifar import CIFAR10_MEAN, CIFAR10_STD, load_cifar10, load_split
 from eps.data.stream import BatchStream
-from eps.train.common import autocast, decay_groups, make_generator, set_lr
+from eps.train.common import autocast, decay_groups, make_generator, score_members, set_lr
 
 DATASETS = {"cifar10": (load_cifar10, CIFAR10_MEAN, CIFAR10_STD)}
 
@@ -69,18 +69,10 @@ class ImageSupernetTask:
         """
         self.model.train()
         with torch.inference_mode():
-            shared = [self.valid.next() for _ in range(self.fitness_batches)] if self.fitness_shared else None
-            cache: dict = {}
-            losses = []
-            for arch in archs:
-                if shared is not None and arch in cache:
-                    losses.append(cache[arch])
-                    continue
-                batches = shared if shared is not None else [self.valid.next() for _ in range(self.fitness_batches)]
-                loss = torch.stack([self._loss(arch, x, y) for x, y in batches]).mean()
-                cache[arch] = loss
-                losses.append(loss)
-            return torch.stack(losses) if losses else torch.empty(0, device=self.device)
+            return score_members(
+                archs, self.valid.next,
+                lambda arch, batches: torch.stack([self._loss(arch, x, y) for x, y in batches]).mean(),
+                self.fitness_batches, self.fitness_shared, self.device)
 
     def validation_batches(self, n: int, seed: int) -> list:
         """``n`` fixed batches of the fitness half (fitness batch size, no augmentation), drawn with their own
