@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from eps.config import defaults
 from eps.spaces import get_space
-from eps.train.common import autocast, resolve_device
+from eps.train.common import amp_active, autocast, resolve_device
 
 DARTS_V2 = ("Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('sep_conv_3x3', 1), "
             "('sep_conv_3x3', 1), ('skip_connect', 0), ('skip_connect', 0), ('dil_conv_3x3', 2)], "
@@ -69,7 +69,7 @@ def main() -> None:
     arch = space.decode(args.arch) if args.arch else (space.decode(DARTS_V2) if args.space == "darts-cnn"
                                                       else space.largest())
     batch = args.batch or section["retrain"]["batch_size"]
-    configs = [(False, False), (False, True)] + ([(True, False), (True, True)] if device.type == "cuda" else [])
+    configs = [(False, False), (False, True)] + ([(True, False), (True, True)] if amp_active(device, True) else [])
     base = None
     for amp, cl in configs:
         torch.manual_seed(0)

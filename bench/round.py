@@ -27,7 +27,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--rounds", type=int, default=2, help="timed rounds (after one untimed warm-up round)")
     ap.add_argument("--plain", action="store_true", help="reference-like path: NCHW, every edge executed")
-    ap.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
+    ap.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA, or a CPU with AMX/AVX512-BF16)")
     ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args()
     if args.threads:

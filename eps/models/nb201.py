@@ -19,6 +19,57 @@ def relu_conv_bn(c: int, k: int, affine: bool) -> nn.Sequential:
                          nn.BatchNorm2d(c, affine=affine, track_running_stats=affine))
 
 
+class _BoxMean3x3(torch.autograd.Function):
+    """3x3 stride-1 average over the valid pixels (``avg_pool_3x3`` with ``count_include_pad=False``).
+
+    Computed as a depthwise convolution with an all-ones kernel times the per-pixel reciprocal count: on CPU that is
+    ~2.7x faster than ``avg_pool2d`` in channels_last. The all-ones 3x3 kernel is symmetric, so the backward (the
+    adjoint) is the same convolution applied to ``grad * reciprocal count``; no zero-filled scatter as in
+    ``avg_pool2d_backward``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, ones, inv_count):
+        ctx.save_for_backward(ones, inv_count)
+        return F.conv2d(x, ones, padding=1, groups=x.shape[1]).mul_(inv_count)
+
+    @staticmethod
+    def backward(ctx, grad):
+        ones, inv_count = ctx.saved_tensors
+        return F.conv2d(grad * inv_count, ones, padding=1, groups=grad.shape[1]), None, None
+
+
+class BoxMean3x3(nn.Module):
+    """Drop-in for ``nn.AvgPool2d(3, 1, 1, count_include_pad=False)`` on the supernet's fast path (no parameters)."""
+
+    def __init__(self):
+        super().__init__()
+        self._consts: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def forward(self, x):
+        if x.device.type != "cpu":  # measured on CPU only
+            return F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
+        if x.dtype != torch.float32 or torch.is_autocast_enabled("cpu"):
+            if not torch.is_grad_enabled():  # bf16 avg_pool2d forward is fast; its backward is what is slow
+                return F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
+            with torch.autocast("cpu", enabled=False):  # fp32 box (a bf16 reciprocal multiply would add rounding)
+                return self._box(x.float()).to(x.dtype)
+        return self._box(x)
+
+    def _box(self, x):
+        _, c, h, w = x.shape
+        key = (c, h, w, x.device)
+        if key not in self._consts:
+            # normal tensors even when first built inside inference_mode (a fitness call before any training step),
+            # so that a later training step may save them for backward
+            with torch.inference_mode(False):
+                ones = torch.ones(c, 1, 3, 3, device=x.device)
+                counts = F.conv2d(torch.ones(1, 1, h, w, device=x.device), torch.ones(1, 1, 3, 3, device=x.device),
+                                  padding=1)
+                self._consts[key] = (ones, counts.reciprocal())
+        return _BoxMean3x3.apply(x, *self._consts[key])
+
+
 class Zero(nn.Module):
     def forward(self, x):
         return x.mul(0.0)
@@ -76,6 +127,7 @@ class SearchCell(nn.Module):
     def __init__(self, c: int):
         super().__init__()
         self.edges = nn.ModuleList(nn.ModuleList(make_op(op, c, affine=False) for op in range(5)) for _ in EDGES)
+        self.box_mean = BoxMean3x3()
 
     def forward(self, x, arch, plan):
         if plan is None:  # plain path: run every edge, `none` included
@@ -83,11 +135,28 @@ class SearchCell(nn.Module):
             for i in (1, 2, 3):
                 nodes.append(sum(self.edges[e][arch[e]](nodes[j]) for e, (ii, j) in enumerate(EDGES) if ii == i))
             return nodes[3]
+        if not plan:
+            return torch.zeros_like(x)
+        # Fast path: live edges only. Parameter-free results that depend only on the source node are computed once
+        # per node and shared by its edges (ReLU before every conv, the 3x3 average), which changes no value.
         nodes: dict[int, torch.Tensor] = {0: x}
+        relu: dict[int, torch.Tensor] = {}
+        pooled: dict[int, torch.Tensor] = {}
         for e, j, i in plan:
-            y = self.edges[e][arch[e]](nodes[j])
+            op = arch[e]
+            if op == SKIP:
+                y = nodes[j]
+            elif op == POOL:
+                if j not in pooled:
+                    pooled[j] = self.box_mean(nodes[j])
+                y = pooled[j]
+            else:
+                if j not in relu:
+                    relu[j] = F.relu(nodes[j])
+                _, conv, bn = self.edges[e][op]
+                y = bn(conv(relu[j]))
             nodes[i] = y if i not in nodes else nodes[i] + y
-        return nodes.get(3, torch.zeros_like(x)) if plan else torch.zeros_like(x)
+        return nodes[3]
 
 
 def _skeleton(c: int, n: int, make_cell, affine: bool, track: bool):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import random
@@ -62,10 +63,27 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """True on CPUs with AMX-BF16 or AVX512-BF16 (Sapphire Rapids and later, Zen 4+), where oneDNN runs bf16
+    convolutions natively; elsewhere bf16 is emulated and slower than fp32."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def amp_active(device: torch.device, enabled: bool) -> bool:
+    """Whether ``amp: true`` takes effect: always on CUDA, on CPU only with native bf16 (else it stays fp32)."""
+    return enabled and (device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16()))
+
+
 def autocast(device: torch.device, enabled: bool):
-    """bf16 autocast on CUDA when enabled; a no-op elsewhere (CPU bf16 is slower than fp32 on most hosts)."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    """bf16 autocast where the device computes bf16 natively (see ``amp_active``); a no-op otherwise."""
+    if amp_active(device, enabled):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
