@@ -133,7 +133,7 @@ DEFAULT_PARAMS = {
         "test_subset": 0,
         "eval_batch_size": 500,
         "channels_last": True,          # GPU only
-        "amp": True,                    # bf16 autocast, GPU only
+        "amp": True,                    # bf16 autocast on CUDA and on CPUs with native bf16 (AMX)
         "sync_bn": False,               # multi-GPU: SyncBatchNorm over the global batch (CUDA only)
         "checkpoint_every": 1,
     },
