@@ -1,10 +1,11 @@
-"""Retraining throughput of a standalone image network: images/s for a train step (forward, backward, SGD) at the
-protocol's batch size, with and without bf16 autocast and channels_last.
+"""Retraining throughput of a standalone network for a train step (forward, backward, SGD) at the protocol's batch size:
+images/s for nb201 and darts-cnn (with and without bf16 autocast and channels_last), tokens/s for darts-rnn.
 
-    python -m bench.retrain --space darts-cnn [--device cuda] [--steps 20] [--batch 96] [--arch GENOTYPE]
+    python -m bench.retrain --space nb201|darts-cnn|darts-rnn [--device cuda] [--steps 20] [--batch 96] [--arch A]
 
-Without --arch: the space's largest cell for nb201, DARTS-V2 for darts-cnn. Random input tensors (throughput of the
-model, not of data loading, which is on-device and batched anyway). One JSON line per configuration.
+Without --arch: the space's largest cell for nb201, DARTS-V2 for darts-cnn, the DARTS-V2 recurrent cell for darts-rnn.
+Random inputs (throughput of the model, not of data loading, which is on-device and batched anyway). One JSON line per
+configuration.
 """
 from __future__ import annotations
 
@@ -54,6 +55,41 @@ def measure(model, device, batch: int, steps: int, amp: bool, channels_last: boo
     return batch * steps / (time.perf_counter() - t0)
 
 
+DARTS_V2_RNN = ("Genotype(recurrent=[('sigmoid', 0), ('relu', 1), ('relu', 1), ('identity', 1), ('tanh', 2), "
+                "('sigmoid', 5), ('tanh', 3), ('relu', 5)], concat=range(1, 9))")
+
+
+def measure_tokens(model, device, batch: int, bptt: int, steps: int, clip: float) -> float:
+    """Tokens/s of the language-model retrain step: bptt x batch tokens, carried hidden state, gradient clipping."""
+    model = model.to(device).train()
+    opt = torch.optim.SGD(model.parameters(), lr=20.0)
+    vocab = model.encoder.num_embeddings
+    g = torch.Generator(device=device).manual_seed(0)
+    hidden = None
+
+    def step():
+        nonlocal hidden
+        x = torch.randint(0, vocab, (bptt + 1, batch), device=device, generator=g)
+        out = model(x[:-1], hidden, generator=g)
+        loss = F.cross_entropy(out.logits.reshape(-1, vocab), x[1:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        opt.step()
+        hidden = out.hidden.detach()
+
+    for _ in range(2):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return batch * bptt * steps / (time.perf_counter() - t0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--space", default="darts-cnn")
@@ -66,9 +102,16 @@ def main() -> None:
     section = params[args.space]
     space = get_space(args.space, section)
     device = resolve_device(args.device)
-    arch = space.decode(args.arch) if args.arch else (space.decode(DARTS_V2) if args.space == "darts-cnn"
-                                                      else space.largest())
+    default = {"darts-cnn": DARTS_V2, "darts-rnn": DARTS_V2_RNN}.get(args.space)
+    arch = space.decode(args.arch or default) if (args.arch or default) else space.largest()
     batch = args.batch or section["retrain"]["batch_size"]
+    if args.space == "darts-rnn":
+        r = section["retrain"]
+        torch.manual_seed(0)
+        tps = measure_tokens(space.build_network(arch), device, batch, r["bptt"], args.steps, r["clip"])
+        print(json.dumps({"space": args.space, "device": str(device), "batch": batch, "bptt": r["bptt"],
+                          "tokens_per_s": round(tps, 1)}))
+        return
     configs = [(False, False), (False, True)] + ([(True, False), (True, True)] if amp_active(device, True) else [])
     base = None
     for amp, cl in configs:
