@@ -27,6 +27,20 @@ DARTS_V2 = ("Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_co
             "reduce_concat=[2, 3, 4, 5])")
 
 
+def seconds_per_step(step, device, steps: int, warmup: int) -> float:
+    """Mean wall time of ``step()`` over ``steps`` calls after ``warmup`` untimed ones (device synchronised)."""
+    for _ in range(warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / steps
+
+
 def measure(model, device, batch: int, steps: int, amp: bool, channels_last: bool) -> float:
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(device, memory_format=fmt).train()
@@ -43,16 +57,7 @@ def measure(model, device, batch: int, steps: int, amp: bool, channels_last: boo
         loss.backward()
         opt.step()
 
-    for _ in range(3):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return batch * steps / (time.perf_counter() - t0)
+    return batch / seconds_per_step(step, device, steps, warmup=3)
 
 
 DARTS_V2_RNN = ("Genotype(recurrent=[('sigmoid', 0), ('relu', 1), ('relu', 1), ('identity', 1), ('tanh', 2), "
@@ -78,16 +83,7 @@ def measure_tokens(model, device, batch: int, bptt: int, steps: int, clip: float
         opt.step()
         hidden = out.hidden.detach()
 
-    for _ in range(2):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return batch * bptt * steps / (time.perf_counter() - t0)
+    return batch * bptt / seconds_per_step(step, device, steps, warmup=2)
 
 
 def main() -> None:
