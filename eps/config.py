@@ -34,6 +34,30 @@ class Choice(str):
         return obj
 
 
+# Settings of the space-agnostic EPS controller and loop (spec §2.2) and of the final selection, the same paper values
+# in every space: a space's ``search`` section is ``{**SEARCH_LOOP_DEFAULTS, <its own keys>}``, ``select`` this dict.
+SEARCH_LOOP_DEFAULTS: dict[str, Any] = {
+    "strategy": Choice("eps", ("eps", "random")),
+    "iterations": 80000,
+    "val_interval": 50,
+    "population": 256,
+    "group": 64,
+    "parents": 4,
+    "children_per_parent": 1,
+    "fitness_batches": 1,
+    "fitness_shared": False,  # true: all members of a call are scored on the same batches
+    "fitness_momentum": 0.0,
+    "fitness_members": Choice("group", ("group", "trained")),
+    "on_nonfinite": Choice("stop", ("stop", "skip")),
+    "checkpoint_every": 20,  # rounds
+}
+SELECT_DEFAULTS: dict[str, Any] = {
+    "window": 10000,
+    "alpha": 1.4,
+    "beta": 5.2,
+    "rule": Choice("size_prior", ("size_prior", "prior_free")),
+}
+
 TOP_DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "data_root": Nullable(str),

@@ -20,7 +20,7 @@ import re
 
 import numpy as np
 
-from eps.config import Choice, Nullable
+from eps.config import SEARCH_LOOP_DEFAULTS, SELECT_DEFAULTS, Choice, Nullable
 from eps.errors import ArchError, ConfigError
 from eps.models.darts_rnn import ACTIVATIONS, OPS, STEPS, DartsRNNNetwork, DartsRNNSupernet
 
@@ -55,13 +55,7 @@ DEFAULT_PARAMS = {
         "checkpoint_every": 1000,
     },
     "search": {
-        "strategy": Choice("eps", ("eps", "random")),
-        "iterations": 80000,
-        "val_interval": 50,
-        "population": 256,
-        "group": 64,
-        "parents": 4,
-        "children_per_parent": 1,
+        **SEARCH_LOOP_DEFAULTS,
         "batch_size": 128,                   # training columns
         "lr": 20.0,                          # times seq_len / bptt at every step
         "lr_schedule": Choice("constant", ("constant", "cosine")),
@@ -71,27 +65,16 @@ DEFAULT_PARAMS = {
         "half_bptt_prob": 0.05,              # seq_len = bptt w.p. 0.95, else int(bptt / 2); no jitter in search
         "clip": 0.1,                         # gradient global norm
         "fitness_batch_size": 256,           # validation columns per member and batch
-        "fitness_batches": 1,
         "fitness_columns": 1024,             # the validation split is cut into this many columns (72 tokens each)
-        "fitness_shared": False,             # true: all members of a round are scored on the same columns
-        "fitness_momentum": 0.0,
-        "fitness_members": Choice("group", ("group", "trained")),
         "rank_min_count": 1,
         "first_measurement_offset": 0.0,
-        "on_nonfinite": Choice("stop", ("stop", "skip")),
         "data_subset": 0,                    # training tokens used (0 = all of PTB train); for tiny runs
-        "checkpoint_every": 20,              # rounds
         "label_smoothing": 0.0,              # ignored (image spaces only)
         "channels_last": False,              # ignored
         "amp": False,                        # ignored
         "skip_dead_edges": False,            # ignored
     },
-    "select": {
-        "window": 10000,
-        "alpha": 1.4,                        # all cells have the same size, so the size prior is a constant
-        "beta": 5.2,
-        "rule": Choice("size_prior", ("size_prior", "prior_free")),
-    },
+    "select": SELECT_DEFAULTS,               # all cells have the same size, so the size prior is a constant
     "retrain": {
         "epochs": 3600,                      # the paper's PTB run; DARTS trained for 8,000
         "batch_size": 64,

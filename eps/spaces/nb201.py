@@ -9,7 +9,7 @@ import re
 
 import numpy as np
 
-from eps.config import Choice
+from eps.config import SEARCH_LOOP_DEFAULTS, SELECT_DEFAULTS, Choice
 from eps.errors import ArchError
 from eps.models.nb201 import EDGES, OPS, NB201Network, NB201Supernet
 
@@ -32,38 +32,21 @@ DEFAULT_PARAMS = {
         "checkpoint_every": 1000,
     },
     "search": {
-        "strategy": Choice("eps", ("eps", "random")),
-        "iterations": 80000,
-        "val_interval": 50,
-        "population": 256,
-        "group": 64,
-        "parents": 4,
-        "children_per_parent": 1,
+        **SEARCH_LOOP_DEFAULTS,
         "batch_size": 128,
         "lr": 0.1,
         "momentum": 0.9,
         "weight_decay": 4e-5,
         "label_smoothing": 0.1,
         "fitness_batch_size": 250,
-        "fitness_batches": 1,
-        "fitness_shared": False,
-        "fitness_momentum": 0.0,
-        "fitness_members": Choice("group", ("group", "trained")),
         "rank_min_count": 2,
         "first_measurement_offset": 1e-4,
         "channels_last": True,
         "skip_dead_edges": True,
         "amp": False,
-        "on_nonfinite": Choice("stop", ("stop", "skip")),
         "data_subset": 0,
-        "checkpoint_every": 20,
     },
-    "select": {
-        "window": 10000,
-        "alpha": 1.4,
-        "beta": 5.2,
-        "rule": Choice("size_prior", ("size_prior", "prior_free")),
-    },
+    "select": SELECT_DEFAULTS,
     "retrain": {
         "epochs": 200,
         "batch_size": 256,
