@@ -38,7 +38,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from eps import io as eio
 from eps.checkpoint import CheckpointDir, fingerprint

@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,9 +53,25 @@ def tiny_params(tmp_path) -> Path:
     return path
 
 
-def run_eps(*args, cwd=None, check=True, **kw) -> subprocess.CompletedProcess:
+@pytest.fixture(scope="module")
+def one_thread():
+    """For modules of tiny tensors: OpenMP fan-out only costs time (and is pathological on a shared 2-core box).
+    Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def eps_env(one_thread: bool = False) -> dict:
+    """The environment of a CLI subprocess: shared data, no progress bars, optionally one OpenMP thread."""
     env = {**os.environ, "EPS_DATA_DIR": str(DATA_ROOT), "EPS_PROGRESS": "0"}
-    proc = subprocess.run([EPS, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, **kw)
+    return {**env, "OMP_NUM_THREADS": "1"} if one_thread else env
+
+
+def run_eps(*args, cwd=None, check=True, one_thread=False, **kw) -> subprocess.CompletedProcess:
+    proc = subprocess.run([EPS, *map(str, args)], cwd=cwd, env=eps_env(one_thread), capture_output=True, text=True,
+                          **kw)
     if check and proc.returncode != 0:
         raise AssertionError(f"eps {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc

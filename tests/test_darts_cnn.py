@@ -2,7 +2,6 @@
 DDP retraining under torchrun (gloo, CPU) and resumable retraining."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,8 +21,8 @@ from eps.models.darts_cnn import OP_NAMES, NetworkCIFAR, edge_index
 from eps.spaces import get_space
 from eps.spaces.darts_cnn import (EXAMPLE, S1_EDGES, VARIANTS, DartsCNNSpace, drawable_ops, edge_candidates,
                                   format_genotype, parse_genotype)
+from tests.conftest import DATA_ROOT, eps_env, run_eps
 
-DATA_ROOT = Path(os.environ.get("EPS_DATA_DIR", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
 needs_cifar = pytest.mark.skipif(not (DATA_ROOT / "cifar-10-batches-py").is_dir(),
                                  reason=f"CIFAR-10 not found under {DATA_ROOT} (set EPS_DATA_DIR)")
 BIN = Path(sys.executable).parent
@@ -36,13 +35,7 @@ DARTS_V2_CANONICAL = (
     "('max_pool_3x3', 0), ('skip_connect', 2), ('max_pool_3x3', 1), ('skip_connect', 2)], reduce_concat=[2, 3, 4, 5])")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny convolutions: one thread is fastest and immune to a busy neighbour on a shared 2-core machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny convolutions: one thread is fastest
 
 
 def space(variant="darts", **kw) -> DartsCNNSpace:
@@ -199,12 +192,10 @@ def test_darts_v2_has_3_349342_m_parameters():
 
 
 def test_cli_arch_params(tmp_path):
-    out = subprocess.run([str(BIN / "eps"), "arch", "params", "--space", "darts-cnn", DARTS_V2],
-                         capture_output=True, text=True, cwd=tmp_path, timeout=120)
-    assert out.returncode == 0, out.stderr
+    out = run_eps("arch", "params", "--space", "darts-cnn", DARTS_V2, cwd=tmp_path, timeout=120)
     assert out.stdout.split()[0] == "3.349342"
-    bad = subprocess.run([str(BIN / "eps"), "arch", "params", "--space", "darts-cnn", BAD["unknown operation"]],
-                         capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    bad = run_eps("arch", "params", "--space", "darts-cnn", BAD["unknown operation"], cwd=tmp_path, check=False,
+                  timeout=120)
     assert bad.returncode == 2 and "unknown operation 'conv_9x9'" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -391,15 +382,8 @@ def tiny_params(path: Path, variant: str = "s3", **retrain) -> Path:
     return path
 
 
-def _env():
-    return {**os.environ, "EPS_DATA_DIR": str(DATA_ROOT), "EPS_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
-
-
 def _eps(args, cwd, timeout=300):
-    out = subprocess.run([str(BIN / "eps"), *args], capture_output=True, text=True, cwd=cwd, env=_env(),
-                         timeout=timeout)
-    assert out.returncode == 0, out.stdout + out.stderr
-    return out
+    return run_eps(*args, cwd=cwd, one_thread=True, timeout=timeout)
 
 
 @needs_cifar
@@ -432,7 +416,7 @@ def test_ddp_retrain_two_processes_gives_identical_weights(tmp_path):
     arch_file.write_text(DARTS_V2 + "\n")
     cmd = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "pipeline.cli",
            "stage", "retrain", "--space", "darts-cnn", "--params", str(p), "--out", "out"]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=_env(), timeout=300)
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=eps_env(one_thread=True), timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     d = tmp_path / "out" / "darts-cnn" / "retrain"
     timing = json.loads((d / "timing.json").read_text())

@@ -5,9 +5,6 @@ from __future__ import annotations
 import copy
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,21 +20,19 @@ from eps.data.ptb import PTB_FILES
 from eps.errors import ArchError, ConfigError
 from eps.evolution import Controller
 from eps.io import AppendLog, read_jsonl
-from eps.models.darts_rnn import OPS, STEPS, DartsRNNNetwork, DartsRNNSupernet
+from eps.models.darts_rnn import STEPS, DartsRNNNetwork, DartsRNNSupernet
 from eps.search import run_search
 from eps.spaces import get_space
 from eps.spaces.darts_rnn import DEFAULT_PARAMS, EXAMPLE, DartsRNNSpace, check_arch, str_to_arch
 from eps.train.common import seed_everything
 from eps.train.language import retrain_seq_len, search_seq_len, should_switch_to_asgd
 from eps.train.retrain import run_retrain
+from tests.conftest import DATA_ROOT, run_eps
 
-REPO = Path(__file__).resolve().parents[1]
-DATA_ROOT = Path(os.environ.get("EPS_DATA_DIR", REPO / ".." / "shared" / "data"))
 needs_ptb = pytest.mark.skipif(
     not all((DATA_ROOT / rel).is_file() for rel, _ in PTB_FILES.values()),
     reason=f"PTB files not found under {DATA_ROOT} (set EPS_DATA_DIR)",
 )
-EPS = Path(sys.executable).parent / "eps"
 DARTS_V2 = EXAMPLE  # DARTS's published recurrent cell
 
 # Tiny sizes: hidden 16, few columns, short sequences. Weak dropouts so that a few epochs show learning.
@@ -59,13 +54,7 @@ TINY = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny tensors: OpenMP fan-out only costs time (and is pathological on a shared 2-core box).
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is fastest
 
 
 def tiny_params(overrides: dict | None = None) -> dict:
@@ -247,13 +236,12 @@ def test_param_count(space):
 
 
 def test_cli_arch_params(tmp_path):
-    out = subprocess.run([str(EPS), "arch", "params", "--space", "darts-rnn", DARTS_V2, "--channels", "300"],
-                         capture_output=True, text=True, cwd=tmp_path, env=_env())
-    assert out.returncode == 0, out.stderr
+    out = run_eps("arch", "params", "--space", "darts-rnn", DARTS_V2, "--channels", "300", cwd=tmp_path,
+                  one_thread=True)
     n = 10000 * 300 + 10000 + 600 * 600 + 8 * 300 * 600
     assert out.stdout.split()[0] == f"{n / 1e6:.6f}"
-    bad = subprocess.run([str(EPS), "arch", "params", "--space", "darts-rnn", "Genotype(recurrent=[])"],
-                         capture_output=True, text=True, cwd=tmp_path, env=_env())
+    bad = run_eps("arch", "params", "--space", "darts-rnn", "Genotype(recurrent=[])", cwd=tmp_path, check=False,
+                  one_thread=True)
     assert bad.returncode == 2 and "darts-rnn genotype" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -373,7 +361,6 @@ def test_stream_position_and_fitness_value():
     space = get_space("darts-rnn", sec)
     seed_everything(0)
     task = space.search_task(sec, DATA_ROOT, torch.device("cpu"), 0)
-    rows = task.train_data.size(0)
     assert task.train_data.shape == (8000 // 8, 8) and task.valid_data.shape == (72, 1024)
     arch = space.decode(DARTS_V2)
     lens = []
@@ -474,10 +461,6 @@ def test_retrain_resume_is_exact(tmp_path, start_asgd):
 
 # --- the real CLI, end to end -----------------------------------------------------------------------------------
 
-def _env() -> dict:
-    return {**os.environ, "EPS_DATA_DIR": str(DATA_ROOT), "EPS_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
-
-
 @pytest.fixture(scope="module")
 def pipeline_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("rnn")
@@ -485,12 +468,8 @@ def pipeline_run(tmp_path_factory):
     params.write_text(yaml.safe_dump(TINY))
     out = root / "out"
     for stage in ("warmup", "search", "select", "retrain"):
-        proc = subprocess.run([str(EPS), "stage", stage, "--space", "darts-rnn", "--params", str(params),
-                               "--out", str(out)], capture_output=True, text=True, cwd=root, env=_env())
-        assert proc.returncode == 0, f"{stage}: {proc.stderr[-3000:]}"
-    rep = subprocess.run([str(EPS), "report", "--space", "darts-rnn", "--params", str(params), "--out", str(out)],
-                         capture_output=True, text=True, cwd=root, env=_env())
-    assert rep.returncode == 0, rep.stderr[-3000:]
+        run_eps("stage", stage, "--space", "darts-rnn", "--params", params, "--out", out, cwd=root, one_thread=True)
+    run_eps("report", "--space", "darts-rnn", "--params", params, "--out", out, cwd=root, one_thread=True)
     return out / "darts-rnn"
 
 
