@@ -39,10 +39,13 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     params = defaults()
     section = params[args.space]
-    s = section["search"]
+    s, net = section["search"], section["supernet"]
     if args.plain:
-        s["channels_last"], s["skip_dead_edges"] = False, False
-    s["amp"] = args.amp
+        net["channels_last"] = False
+        if "skip_dead_edges" in net:
+            net["skip_dead_edges"] = False
+    if "amp" in net:
+        net["amp"] = args.amp
     seed_everything(0)
     device = resolve_device(args.device)
     space = get_space(args.space, section)

@@ -1,7 +1,7 @@
-"""Search quality against a benchmark's ground truth (NB201): chosen cell, final population, ranking correlation.
+"""Search quality against a benchmark's ground truth: chosen cell, final population, ranking correlation.
 
-Works with any object offering ``has``, ``accuracy``, ``rank``, ``columns``, ``top_fraction_mask`` and ``len``, so
-a future tabular benchmark plugs in without touching the stages.
+Works with any ``eps.space.Benchmark`` (NAS-Bench-201's ``GroundTruth`` is one), ranking by its ``primary``
+column, so a space that brings a tabular benchmark gets these figures without touching the stages.
 """
 from __future__ import annotations
 
@@ -9,14 +9,11 @@ import numpy as np
 
 from eps.metrics import kendall_tau, spearman_rho
 
-PRIMARY = "cifar10_test"
-
-
 def cell_accuracies(bench, arch: str) -> dict | None:
     if bench is None or not bench.has(arch):
         return None
     out = {col: bench.accuracy(arch, col) for col in bench.columns}
-    out["rank"] = bench.rank(arch, PRIMARY)
+    out["rank"] = bench.rank(arch, bench.primary)
     out["rank_of"] = len(bench)
     return out
 
@@ -25,19 +22,20 @@ def population_quality(bench, snapshot: dict, top_fraction: float = 0.2) -> dict
     """Accuracy statistics of the final population, and tau/rho between -loss and accuracy over measured members."""
     if bench is None or not snapshot:
         return None
+    primary = bench.primary
     archs = [a for a in snapshot["arch"] if bench.has(a)]
     if not archs:
         return None
-    acc = np.array([bench.accuracy(a, PRIMARY) for a in archs])
-    in_top = bench.top_fraction_mask(archs, column=PRIMARY, fraction=top_fraction)
+    acc = np.array([bench.accuracy(a, primary) for a in archs])
+    in_top = bench.top_fraction_mask(archs, column=primary, fraction=top_fraction)
     measured = [(a, l) for a, l, c in zip(snapshot["arch"], snapshot["loss"], snapshot["count"])
                 if c >= 1 and l is not None and bench.has(a)]
-    m_acc = np.array([bench.accuracy(a, PRIMARY) for a, _ in measured])
+    m_acc = np.array([bench.accuracy(a, primary) for a, _ in measured])
     m_neg_loss = -np.array([l for _, l in measured])
-    m_top = bench.top_fraction_mask([a for a, _ in measured], column=PRIMARY, fraction=top_fraction) \
+    m_top = bench.top_fraction_mask([a for a, _ in measured], column=primary, fraction=top_fraction) \
         if measured else np.zeros(0, bool)
     return {
-        "metric": PRIMARY,
+        "metric": primary,
         "members": len(archs),
         "mean_acc": float(acc.mean()),
         "max_acc": float(acc.max()),
@@ -56,9 +54,9 @@ def accuracy_over_time(bench, snapshots: list[dict]) -> dict | None:
     """Per snapshot: mean and max ground-truth accuracy of the population (for the report's plot)."""
     if bench is None:
         return None
-    its, mean, best = [], [], []
+    its, mean, best, primary = [], [], [], bench.primary
     for snap in snapshots:
-        acc = [bench.accuracy(a, PRIMARY) for a in snap["arch"] if bench.has(a)]
+        acc = [bench.accuracy(a, primary) for a in snap["arch"] if bench.has(a)]
         if acc:
             its.append(snap["iteration"])
             mean.append(float(np.mean(acc)))

@@ -1,236 +1,258 @@
-"""Params: defaults (the paper's values), YAML overlay, and validation that reports every problem at once.
+"""Params: typed settings (pydantic), the YAML overlay, and validation that reports every problem at once.
 
-A params file is a partial or full overlay on the defaults. Each search space contributes the defaults of its own
-section (``<space>.space|warmup|search|select|retrain``) through ``DEFAULT_PARAMS`` in its module, so adding a space
-adds its params without touching this file. Validation happens before any work starts: unknown keys, wrong types and
-out-of-range or inconsistent values are collected and raised together as one ConfigError, one problem per line.
+Each settings class is declared next to the code that reads it (the controller's in ``eps.evolution``, the loops'
+in ``eps.search``, selection's in ``eps.selection``, the retrain loop's in ``eps.retrain``, the image tasks' in
+``eps.train.image``); a search space's ``Params`` composes them and adds only its own keys. The top-level params
+model is assembled from the registered spaces at load time, so a space brings its section (with its defaults) just
+by being registered.
+
+A params file is a partial or full overlay on the defaults. Validation happens before any work starts: unknown keys,
+wrong types, out-of-range and inconsistent values are collected and raised together as one ConfigError, one problem
+per line, each naming its key path (``nb201.search.lr: got -1, must be > 0``).
 """
 from __future__ import annotations
 
 import copy
 import os
-from dataclasses import dataclass
+import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Iterable
 
 import yaml
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model, field_validator,
+                      model_validator)
 
 from eps.errors import ConfigError
 
 
-@dataclass(frozen=True)
-class Nullable:
-    """A default of None whose non-null values must have type ``kind``."""
-    kind: type
-    default: Any = None
+def _yaml_number(value: Any) -> Any:
+    """YAML 1.1 reads ``1e-3`` (no dot) as a string; a user means a number, so numeric text becomes a float."""
+    if isinstance(value, str) and re.fullmatch(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*", value):
+        return float(value)
+    return value
 
 
-class Choice(str):
-    """A string default whose allowed values are listed: ``Choice("eps", ("eps", "random"))``."""
-
-    def __new__(cls, value: str, allowed: tuple[str, ...]):
-        obj = super().__new__(cls, value)
-        obj.allowed = allowed
-        return obj
+Number = Annotated[float, BeforeValidator(_yaml_number)]
+"""A float setting: accepts ints, floats and numeric text (``1e-3``); never NaN or infinity."""
 
 
-# Settings of the space-agnostic EPS controller and loop (spec §2.2) and of the final selection, the same paper values
-# in every space: a space's ``search`` section is ``{**SEARCH_LOOP_DEFAULTS, <its own keys>}``, ``select`` this dict.
-SEARCH_LOOP_DEFAULTS: dict[str, Any] = {
-    "strategy": Choice("eps", ("eps", "random")),
-    "iterations": 80000,
-    "val_interval": 50,
-    "population": 256,
-    "group": 64,
-    "parents": 4,
-    "children_per_parent": 1,
-    "fitness_batches": 1,
-    "fitness_shared": False,  # true: all members of a call are scored on the same batches
-    "fitness_momentum": 0.0,
-    "fitness_members": Choice("group", ("group", "trained")),
-    "on_nonfinite": Choice("stop", ("stop", "skip")),
-    "checkpoint_every": 20,  # rounds
-}
-SELECT_DEFAULTS: dict[str, Any] = {
-    "window": 10000,
-    "alpha": 1.4,
-    "beta": 5.2,
-    "rule": Choice("size_prior", ("size_prior", "prior_free")),
-}
+class Settings(BaseModel):
+    """Base of every settings section: unknown keys, wrong types and non-finite numbers are errors.
 
-TOP_DEFAULTS: dict[str, Any] = {
-    "seed": 0,
-    "data_root": Nullable(str),
-    "device": "auto",
-    "deterministic": False,
-    "spaces": ["nb201"],
-    # `eps study correlation` (eps/study.py): a RandomNAS and an EPS supernet trained side by side, each scoring cells
-    # against the benchmark's ground truth. The space's own sections give every other setting (supernet, controller,
-    # optimiser); `iterations` replaces search.iterations for both supernets. See eps/study.py for the budget.
-    "study": {
-        "seeds": [0],
-        "iterations": 3000,
-        "n_uniform": 100,
-        "n_top": 100,
-        "top_fraction": 0.2,
-        "column": "cifar10_test",
-        "fitness_batches": 4,
-        "tau_every": 10,
-        "tau_cells": 32,
-    },
-}
+    Strict types: ``true`` is not an integer and ``"5"`` is not a number (except numeric YAML text for ``Number``).
+    A model-level rule reports a problem with :class:`Problem` so it is attached to the key it concerns.
+    """
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, populate_by_name=True,
+                              validate_assignment=False)
 
-# Keys every space's search section has; the evolution loop reads them, so their rules live here.
-SEARCH_RULES = [
-    ("iterations", lambda v: v >= 0, "must be >= 0"),
-    ("val_interval", lambda v: v >= 1, "must be >= 1"),
-    ("population", lambda v: v >= 1, "must be >= 1"),
-    ("group", lambda v: v >= 1, "must be >= 1"),
-    ("parents", lambda v: v >= 0, "must be >= 0"),
-    ("children_per_parent", lambda v: v >= 0, "must be >= 0"),
-    ("checkpoint_every", lambda v: v >= 1, "must be >= 1"),
-    ("lr", lambda v: v > 0, "must be > 0"),
-    ("weight_decay", lambda v: v >= 0, "must be >= 0"),
-    ("momentum", lambda v: 0 <= v < 1, "must be in [0, 1)"),
-    ("batch_size", lambda v: v >= 1, "must be >= 1"),
-]
+    def problems(self) -> Iterable[tuple[str, str]]:
+        """Cross-key rules of this section: yield ``(key, message)`` pairs; override in subclasses."""
+        return ()
+
+    @model_validator(mode="after")
+    def _cross_checks(self):
+        found = list(self.problems())
+        if found:
+            raise ValueError("\n".join(f"@{key}: {msg}" for key, msg in found))
+        return self
 
 
-def _plain_default(v: Any) -> Any:
-    if isinstance(v, Nullable):
-        return v.default
-    if isinstance(v, Choice):
-        return str(v)
-    if isinstance(v, dict):
-        return {k: _plain_default(x) for k, x in v.items()}
-    return copy.deepcopy(v)
+def section(cls: type[Settings]):
+    """A nested section that defaults to ``cls()`` (all its own defaults)."""
+    return Field(default_factory=cls)
 
 
-def schema() -> dict[str, Any]:
-    from eps.spaces import SPACE_NAMES, space_defaults
-    full = dict(TOP_DEFAULTS)
-    for name in SPACE_NAMES:
-        full[name] = space_defaults(name)
-    return full
+class TopParams(Settings):
+    """Run-wide settings; one field per registered search space is added by :func:`params_model`."""
+    seed: int = Field(0, ge=0, lt=2**63)
+    data_root: str | None = None
+    device: str = "auto"
+    deterministic: bool = False
+    spaces: list[str] = Field(default_factory=lambda: ["nb201"])
+    # Spaces kept outside eps: `path/to/file.py:Class` or `package.module:Class`, imported before validation.
+    plugins: list[str] = Field(default_factory=list)
+
+    @field_validator("spaces")
+    @classmethod
+    def _known_spaces(cls, spaces: list[str]) -> list[str]:
+        from eps.spaces import broken, registered
+        names = registered()
+        for name in spaces:
+            if name in broken():
+                raise ValueError(f"@spaces: space {name!r} is unusable: {broken()[name]}")
+            if name not in names:
+                raise ValueError(f"@spaces: unknown space {name!r} (allowed: {', '.join(names)})")
+        return spaces
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, dev: str) -> str:
+        if not (dev in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", dev)):
+            raise ValueError(f"@device: got {dev!r}, expected auto, cpu, cuda or cuda:N")
+        return dev
+
+
+def params_model() -> type[TopParams]:
+    """The params model of every usable registered space: ``TopParams`` plus ``study`` and one section per space."""
+    from eps.spaces import space_classes
+    from eps.study import StudySettings
+    fields = {"study": (StudySettings, section(StudySettings))}
+    for name, cls in space_classes().items():
+        fields[name.replace("-", "_")] = (cls.Params, Field(default_factory=cls.Params, alias=name))
+    return create_model("Params", __base__=TopParams, **fields)
 
 
 def defaults() -> dict[str, Any]:
-    return _plain_default(schema())
+    """Every default, as the plain nested dict ``load_params()`` returns."""
+    return params_model()().model_dump(by_alias=True, mode="python")
 
 
-def _type_ok(value: Any, default: Any) -> tuple[bool, str]:
-    if isinstance(default, Nullable):
-        if value is None:
-            return True, ""
-        return _type_ok(value, default.kind())
-    if isinstance(default, Choice):
-        return (isinstance(value, str) and value in default.allowed), f"one of {', '.join(default.allowed)}"
-    if isinstance(default, bool):
-        return isinstance(value, bool), "true or false"
-    if isinstance(default, int):
-        return isinstance(value, int) and not isinstance(value, bool), "an integer"
-    if isinstance(default, float):
-        return isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
-    if isinstance(default, str):
-        return isinstance(value, str), "a string"
-    if isinstance(default, list):
-        return isinstance(value, list), "a list"
-    return True, ""
+# ------------------------------------------------------------------------------------------------ error lines
+
+_MOVED = {  # params keys that changed place; the old key's error says where it went
+    "search.label_smoothing": "supernet.label_smoothing", "search.channels_last": "supernet.channels_last",
+    "search.amp": "supernet.amp", "search.skip_dead_edges": "supernet.skip_dead_edges",
+    "search.data_subset": "supernet.data_subset",
+}
 
 
-def _merge(schema_node: dict, overlay: Any, path: str, errors: list[str]) -> dict:
-    out = _plain_default(schema_node)
+def _bound(kind: str, ctx: dict) -> str:
+    ops = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+    key = {"greater_than": "gt", "greater_than_equal": "ge", "less_than": "lt", "less_than_equal": "le"}[kind]
+    return f"must be {ops[kind]} {ctx[key]}"
+
+
+def _error_lines(err: ValidationError, model: type[BaseModel]) -> list[str]:
+    lines = []
+    for e in err.errors(include_url=False):
+        loc = [str(p) for p in e["loc"]]
+        path = ".".join(loc) or "<top>"
+        kind, inp = e["type"], e.get("input")
+        if kind == "value_error" and str(e["msg"]).startswith("Value error, @"):
+            for line in str(e["msg"])[len("Value error, "):].splitlines():
+                key, _, msg = line[1:].partition(": ")
+                parts = loc if loc and loc[-1] == key else [*loc, key]  # a field validator's loc names the key
+                lines.append(f"{'.'.join(parts)}: {msg}")
+            continue
+        if kind == "extra_forbidden":
+            tail = ".".join(loc[1:]) if len(loc) > 1 else ""
+            if tail in _MOVED and _MOVED[tail].split(".")[1] in _allowed(model, [loc[0], "supernet"]):
+                lines.append(f"{path}: moved to {loc[0]}.{_MOVED[tail]} (see the README's migration notes)")
+            else:
+                lines.append(f"{path}: unknown key (allowed here: {', '.join(_allowed(model, loc[:-1]))})")
+            continue
+        if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+            want = _bound(kind, e.get("ctx", {}))
+        elif kind == "literal_error":
+            want = "expected " + str(e.get("ctx", {}).get("expected", "")).replace("'", "")
+        elif kind.startswith("int"):
+            want = "expected an integer"
+        elif kind == "finite_number":
+            want = "expected a finite number"
+        elif kind.startswith("float"):
+            want = "expected a number"
+        elif kind.startswith("bool"):
+            want = "expected true or false"
+        elif kind.startswith("string"):
+            want = "expected a string"
+        elif kind in ("model_type", "dict_type", "model_attributes_type"):
+            want = "expected a mapping of keys"
+        elif kind.startswith("list") or kind == "too_short":
+            want = "expected a non-empty list" if kind == "too_short" else "expected a list"
+        else:
+            want = str(e["msg"])
+        lines.append(f"{path}: got {_short(inp)}, {want}")
+    return lines
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _allowed(model: type[BaseModel], loc: list[str]) -> list[str]:
+    cls = model
+    for part in loc:
+        field = next((f for n, f in cls.model_fields.items() if (f.alias or n) == part or n == part), None)
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return []
+        cls = field.annotation
+    return sorted(f.alias or n for n, f in cls.model_fields.items())
+
+
+# ------------------------------------------------------------------------------------------------ loading
+
+MAX_PARAMS_BYTES = 1 << 20
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """Safe YAML without anchors/aliases: a params file has no use for them, and nested aliases can expand a small
+    file into billions of nodes (the "billion laughs")."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.YAMLError(f"aliases (*{event.anchor}) are not allowed in a params file",) from None
+        return super().compose_node(parent, index)
+
+
+def read_yaml(path: str | os.PathLike) -> Any:
+    """The YAML document at ``path``; every unreadable file is a one-line ConfigError."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"params file {p} not found; pass an existing file with --params")
+    if not p.is_file():
+        raise ConfigError(f"params file {p} is not a regular file; pass a YAML file with --params")
+    try:
+        raw = p.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"params file {p} cannot be read ({err.strerror}); check its permissions") from None
+    if len(raw) > MAX_PARAMS_BYTES:
+        raise ConfigError(f"params file {p} is {len(raw)} bytes; a params file is at most {MAX_PARAMS_BYTES}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"params file {p} is not UTF-8 text; save it as UTF-8") from None
+    try:
+        return yaml.load(text, Loader=_NoAliasLoader)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        why = f" ({err})" if "aliases" in str(err) else ""
+        raise ConfigError(f"params file {p} is not valid YAML{where}{why}; fix the syntax") from None
+
+
+def load_params(path: str | os.PathLike | None = None, overrides: dict | None = None,
+                plugins: Iterable[str] = ()) -> dict:
+    """Defaults, overlaid with the YAML file at ``path`` (if any) and then ``overrides``; validated.
+
+    ``plugins`` (and the file's own ``plugins`` list) name spaces kept outside eps; they are registered first, so
+    their sections validate like the built-in ones. Returns the full params as a plain nested dict.
+
+    Raises ConfigError listing every problem, one ``key.path: message`` line each.
+    """
+    from eps.spaces import register_ref
+    overlay: Any = read_yaml(path) if path is not None else {}
     if overlay is None:
-        return out
+        overlay = {}
     if not isinstance(overlay, dict):
-        errors.append(f"{path or '<top>'}: expected a mapping, got {type(overlay).__name__}")
-        return out
-    for key, value in overlay.items():
-        kpath = f"{path}.{key}" if path else str(key)
-        if key not in schema_node:
-            allowed = ", ".join(sorted(map(str, schema_node)))
-            errors.append(f"{kpath}: unknown key (allowed here: {allowed})")
-            continue
-        default = schema_node[key]
-        if isinstance(default, dict):
-            out[key] = _merge(default, value, kpath, errors)
-            continue
-        ok, want = _type_ok(value, default)
-        if not ok:
-            errors.append(f"{kpath}: got {value!r}, expected {want}")
-            continue
-        out[key] = float(value) if isinstance(default, float) and not isinstance(value, bool) else value
-    return out
-
-
-def validate(params: dict) -> list[str]:
-    """Range and consistency checks beyond types; returns problems as 'key.path: message' lines."""
-    from eps.spaces import SPACE_NAMES, space_validate
-    errors = []
-    for name in params["spaces"]:
-        if name not in SPACE_NAMES:
-            errors.append(f"spaces: unknown space {name!r} (allowed: {', '.join(SPACE_NAMES)})")
-    dev = params["device"]
-    if not (dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:")):
-        errors.append(f"device: got {dev!r}, expected auto, cpu, cuda or cuda:N")
-    for name in SPACE_NAMES:
-        section = params[name]
-        for stage in ("warmup", "search"):
-            for key, ok, msg in SEARCH_RULES:
-                if key in section[stage] and not ok(section[stage][key]):
-                    errors.append(f"{name}.{stage}.{key}: got {section[stage][key]!r}, {msg}")
-        s = section["search"]
-        if s["group"] > s["population"]:
-            errors.append(f"{name}.search.group: {s['group']} is larger than search.population {s['population']}; "
-                          f"the trained group is drawn from the population")
-        if s["parents"] > s["group"]:
-            errors.append(f"{name}.search.parents: {s['parents']} is larger than search.group {s['group']}")
-        if s["parents"] * s["children_per_parent"] > s["population"]:
-            errors.append(f"{name}.search: parents x children_per_parent exceeds the population")
-        errors += [f"{name}.{e}" for e in space_validate(name, section)]
-    errors += _validate_study(params["study"])
-    return errors
-
-
-def _validate_study(st: dict) -> list[str]:
-    errors = []
-    seeds = st["seeds"]
-    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
-        errors.append(f"study.seeds: got {seeds!r}, expected a non-empty list of integers >= 0")
-    elif len(set(seeds)) != len(seeds):
-        errors.append(f"study.seeds: got {seeds!r}, every seed must appear once")
-    for key, low in (("iterations", 1), ("n_uniform", 2), ("n_top", 2), ("fitness_batches", 1), ("tau_cells", 2),
-                     ("tau_every", 0)):
-        if st[key] < low:
-            errors.append(f"study.{key}: got {st[key]!r}, must be >= {low}")
-    if not 0 < st["top_fraction"] <= 1:
-        errors.append(f"study.top_fraction: got {st['top_fraction']!r}, must be in (0, 1]")
-    return errors
-
-
-def load_params(path: str | os.PathLike | None = None, overrides: dict | None = None) -> dict:
-    """Defaults, overlaid with the YAML file at ``path`` (if any) and then ``overrides``; validated."""
-    overlay: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.exists():
-            raise ConfigError(f"params file {p} not found; pass an existing file with --params")
-        try:
-            overlay = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark else ""
-            raise ConfigError(f"params file {p} is not valid YAML{where}; fix the syntax") from None
-    errors: list[str] = []
-    params = _merge(schema(), overlay, "", errors)
+        raise ConfigError(f"params file {path}: expected a mapping of keys at the top, got {type(overlay).__name__}")
     if overrides:
-        params = _merge(schema(), deep_update(params, overrides), "", errors)
-    if not errors:
-        errors = validate(params)
-    if errors:
+        overlay = deep_update(overlay, overrides)
+    refs = list(plugins)
+    file_plugins = overlay.get("plugins", [])
+    if isinstance(file_plugins, list):
+        refs += [r for r in file_plugins if isinstance(r, str)]
+    for ref in dict.fromkeys(refs):
+        register_ref(ref, base=Path(path).resolve().parent if path is not None else None)
+    model = params_model()
+    try:
+        params = model.model_validate(overlay)
+    except ValidationError as err:
+        errors = _error_lines(err, model)
         where = f" in {path}" if path else ""
-        raise ConfigError(f"{len(errors)} problem(s) with params{where}:\n  " + "\n  ".join(errors))
-    return params
+        raise ConfigError(f"{len(errors)} problem(s) with params{where}:\n  " + "\n  ".join(errors)) from None
+    return params.model_dump(by_alias=True, mode="python")
 
 
 def deep_update(base: dict, extra: dict) -> dict:

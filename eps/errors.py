@@ -28,3 +28,7 @@ class CheckpointError(EpsError):
 
 class NumericalError(EpsError):
     """A loss became NaN or infinite."""
+
+
+class SpaceError(EpsError):
+    """A search space cannot be used: its module fails to import, or it breaks the ``eps.space`` contract."""

@@ -8,10 +8,37 @@ exactly as for EPS, so the snapshots and the final selection are comparable.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+from pydantic import Field
 
-from eps.spaces.base import Arch, SearchSpace
+from eps.config import Number, Settings
+
+if TYPE_CHECKING:
+    from eps.space import Arch, SearchSpace
+
+
+class ControllerSettings(Settings):
+    """The EPS controller (spec §1.5, §2.2): population, trained group, parents and fitness bookkeeping."""
+    strategy: Literal["eps", "random"] = "eps"
+    population: int = Field(256, ge=1)
+    group: int = Field(64, ge=1)            # members trained and measured per round, drawn from the population
+    parents: int = Field(4, ge=0)           # the group's best, each mutated into children
+    children_per_parent: int = Field(1, ge=0)
+    fitness_momentum: Number = Field(0.0, ge=0, lt=1)  # m in loss <- (1-m) new + m old (spec §6 item 3)
+    fitness_members: Literal["group", "trained"] = "group"
+    rank_min_count: int = Field(2, ge=1)    # measurements before a member is ranked by loss (NB201 reference: 2)
+    first_measurement_offset: Number = 1e-4  # added to a member's first loss (NB201 reference tie-breaker)
+
+    def problems(self):
+        if self.group > self.population:
+            yield "group", (f"{self.group} is larger than search.population {self.population}; "
+                            f"the trained group is drawn from the population")
+        if self.parents > self.group:
+            yield "parents", f"{self.parents} is larger than search.group {self.group}"
+        if self.parents * self.children_per_parent > self.population:
+            yield "children_per_parent", "parents x children_per_parent exceeds the population"
 
 
 @dataclass
@@ -27,6 +54,14 @@ class Member:
 
 
 class Controller:
+    @classmethod
+    def from_settings(cls, space: SearchSpace, rng: np.random.Generator, cfg: dict) -> "Controller":
+        """A controller configured by a validated ``search`` section (``ControllerSettings`` keys)."""
+        return cls(space, rng, population=cfg["population"], group=cfg["group"], parents=cfg["parents"],
+                   children_per_parent=cfg["children_per_parent"], strategy=cfg["strategy"],
+                   fitness_momentum=cfg["fitness_momentum"], rank_min_count=cfg["rank_min_count"],
+                   first_measurement_offset=cfg["first_measurement_offset"], measure=cfg["fitness_members"])
+
     def __init__(self, space: SearchSpace, rng: np.random.Generator, population: int = 256, group: int = 64,
                  parents: int = 4, children_per_parent: int = 1, strategy: str = "eps", fitness_momentum: float = 0.0,
                  rank_min_count: int = 1, first_measurement_offset: float = 0.0, measure: str = "group"):

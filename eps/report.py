@@ -6,6 +6,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from eps import plotting
+
 
 def _fmt(v, nd=4):
     if v is None:
@@ -103,38 +105,29 @@ def retrain_table(metrics: dict, timing: dict | None) -> Table:
 
 
 def plot_accuracy_over_time(curve: dict, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    fig, ax = plotting.subplots(figsize=(6, 4), dpi=110)
     ax.plot(curve["iteration"], curve["mean"], label="population mean")
     ax.plot(curve["iteration"], curve["max"], label="population max")
     ax.set_xlabel("iteration"), ax.set_ylabel("ground-truth test accuracy (%)")
     ax.set_title("proxy population accuracy over the search"), ax.legend(), ax.grid(alpha=0.3)
-    fig.tight_layout(), fig.savefig(path), plt.close(fig)
+    plotting.save(fig, path)
 
 
 def plot_loss_vs_accuracy(points: list[tuple[float, float]], path: Path, title: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(5, 4), dpi=110)
+    fig, ax = plotting.subplots(figsize=(5, 4), dpi=110)
     if points:
         x, y = zip(*points)
         ax.scatter(x, y, s=10, alpha=0.6)
     ax.set_xlabel("-(supernet validation loss)"), ax.set_ylabel("ground-truth test accuracy (%)")
     ax.set_title(title), ax.grid(alpha=0.3)
-    fig.tight_layout(), fig.savefig(path), plt.close(fig)
+    plotting.save(fig, path)
 
 
 def plot_curve(rows: list[dict], key: str, path: Path, ylabel: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    fig, ax = plotting.subplots(figsize=(6, 4), dpi=110)
     ax.plot([r["epoch"] for r in rows], [r[key] for r in rows], marker="o", ms=3)
     ax.set_xlabel("epoch"), ax.set_ylabel(ylabel), ax.grid(alpha=0.3)
-    fig.tight_layout(), fig.savefig(path), plt.close(fig)
+    plotting.save(fig, path)
 
 
 def render(console: Console, tables: list[Table]) -> str:

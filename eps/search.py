@@ -10,16 +10,61 @@ import math
 import time
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+
 import numpy as np
 import torch
+from pydantic import Field
 
 from eps.checkpoint import CheckpointDir
+from eps.config import Number, Settings
 from eps.errors import NumericalError
-from eps.evolution import Controller
+from eps.evolution import Controller, ControllerSettings
 from eps.io import AppendLog
 from eps.progress import progress_bar
-from eps.spaces.base import SearchSpace
 from eps.train.common import cosine_lr, rng_state, set_rng_state
+
+if TYPE_CHECKING:
+    from eps.space import SearchSpace, SupernetTask
+
+
+class OptimizerSettings(Settings):
+    """SGD of the supernet in one stage (the task builds the optimiser from these)."""
+    batch_size: int = Field(128, ge=1)
+    lr: Number = Field(0.1, gt=0)
+    momentum: Number = Field(0.9, ge=0, lt=1)
+    weight_decay: Number = Field(4e-5, ge=0)
+
+
+class WarmupSettings(OptimizerSettings):
+    """Uniform warm-up before the search (``run_warmup``): constant lr. 0 iterations = no warm-up (the search
+    starts from the supernet's initialisation; no warm-up artifact is needed)."""
+    iterations: int = Field(0, ge=0)
+    checkpoint_every: int = Field(1000, ge=1)   # iterations
+
+
+class SearchSettings(ControllerSettings, OptimizerSettings):
+    """The EPS search loop (``run_search``, spec §1.4-1.6): budget, round length, lr schedule, fitness batches,
+    checkpoints. The controller's keys come from ``ControllerSettings``."""
+    iterations: int = Field(80000, ge=0)
+    val_interval: int = Field(50, ge=1)          # training steps per round
+    lr_schedule: Literal["cosine", "constant"] = "cosine"
+    fitness_batch_size: int = Field(250, ge=1)
+    fitness_batches: int = Field(1, ge=1)        # batches per member and measurement (spec §6 item 3)
+    fitness_shared: bool = False                 # true: all members of a round are scored on the same batches
+    on_nonfinite: Literal["stop", "skip"] = "stop"
+    checkpoint_every: int = Field(20, ge=1)      # rounds
+
+
+@runtime_checkable
+class StatefulHook(Protocol):
+    """An ``on_round`` callback whose state is checkpointed with the search (e.g. the study's tau tracker)."""
+
+    def __call__(self, t: int) -> None: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
 
 
 @dataclass
@@ -39,7 +84,7 @@ def _check_finite(values: torch.Tensor, what: str, where) -> None:
                              f"lower the lr, or set on_nonfinite: skip to skip such steps")
 
 
-def run_warmup(space: SearchSpace, task, cfg: dict, seed: int, ckpt: CheckpointDir, restart: bool = False,
+def run_warmup(space: SearchSpace, task: SupernetTask, cfg: dict, seed: int, ckpt: CheckpointDir, restart: bool = False,
                on_nonfinite: str = "stop") -> LoopResult:
     """``cfg['iterations']`` steps at constant lr, each along a uniformly random path of the whole space."""
     total, every = cfg["iterations"], cfg["checkpoint_every"]
@@ -72,19 +117,19 @@ def run_warmup(space: SearchSpace, task, cfg: dict, seed: int, ckpt: CheckpointD
     return LoopResult(t, time.monotonic() - start, resumed_from, float(last), skipped)
 
 
-def run_search(space: SearchSpace, task, controller: Controller, cfg: dict, history: AppendLog, ckpt: CheckpointDir,
+def run_search(space: SearchSpace, task: SupernetTask, controller: Controller, cfg: dict, history: AppendLog, ckpt: CheckpointDir,
                warm_state: dict | None = None, restart: bool = False, on_round=None) -> LoopResult:
     """The EPS loop. ``history`` receives one population snapshot per round boundary and a final one.
 
     ``on_round(t)``, when given, is called after every round (``t`` = iterations done, the round's fitness recorded)
-    and before that round's checkpoint. If it also has ``state_dict()`` / ``load_state_dict(state)``, its state is
-    saved in every checkpoint and restored on resume, so what it records survives an interruption.
+    and before that round's checkpoint. If it is a ``StatefulHook``, its state is saved in every checkpoint and
+    restored on resume, so what it records survives an interruption.
     """
-    hook_state = on_round is not None and hasattr(on_round, "state_dict") and hasattr(on_round, "load_state_dict")
+    hook_state = isinstance(on_round, StatefulHook)
     total, interval = cfg["iterations"], cfg["val_interval"]
     every, base_lr = cfg["checkpoint_every"], cfg["lr"]
     skip = cfg["on_nonfinite"] == "skip"
-    cosine = cfg.get("lr_schedule", "cosine") == "cosine"  # spaces without the key use the paper's cosine
+    cosine = cfg["lr_schedule"] == "cosine"
     state = ckpt.load_latest(restart)
     t, skipped = 0, 0
     if state is not None:

@@ -5,7 +5,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Literal
+
+from pydantic import Field
+
+from eps.config import Number, Settings
+
+
+class SelectSettings(Settings):
+    """Final selection (spec §6 item 4): candidates from the last ``window`` iterations; size-prior constants."""
+    window: int = Field(10000, ge=1)     # iterations
+    alpha: Number = 1.4
+    beta: Number = 5.2
+    rule: Literal["size_prior", "prior_free"] = "size_prior"
 
 
 @dataclass

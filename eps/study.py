@@ -32,28 +32,48 @@ the same defaults take hours on a CPU and minutes on a GPU, where ``--iterations
 """
 from __future__ import annotations
 
-import io
 import math
 import time
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field
 
 from eps import io as eio
+from eps import plotting
 from eps.checkpoint import CheckpointDir, fingerprint
+from eps.config import Number, Settings
 from eps.errors import EpsError
 from eps.evolution import Controller
 from eps.metrics import kendall_tau, spearman_rho
 from eps.search import run_search
-from eps.train.common import seed_everything
+from eps.train.common import SEED_OFFSET, seed_everything
+
+class StudySettings(Settings):
+    """``eps study correlation`` (eps/study.py): a RandomNAS and an EPS supernet trained side by side, each scoring
+    cells against the benchmark's ground truth. The space's own sections give every other setting; ``iterations``
+    replaces search.iterations for both supernets."""
+    seeds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0], min_length=1)
+    iterations: int = Field(3000, ge=1)
+    n_uniform: int = Field(100, ge=2)
+    n_top: int = Field(100, ge=2)
+    top_fraction: Number = Field(0.2, gt=0, le=1)
+    column: str = "cifar10_test"
+    fitness_batches: int = Field(4, ge=1)
+    tau_every: int = Field(10, ge=0)
+    tau_cells: int = Field(32, ge=2)
+
+    def problems(self):
+        if len(set(self.seeds)) != len(self.seeds):
+            yield "seeds", f"got {self.seeds!r}, every seed must appear once"
+
 
 SETS = ("uniform", "top", "population")
 TAU_SETS = ("uniform", "top")
 STRATEGIES = ("random", "eps")
 LABELS = {"random": "RandomNAS", "eps": "EPS"}
 PRECISION_KS = (5, 10, 50)
-SEARCH_SEED_OFFSET = 200   # as `eps stage search`: same init, data order and controller draws for a given seed
-SCORE_SEED_OFFSET = 300    # generator of the fixed scoring batches
 
 
 # ---------------------------------------------------------------------------------------------------- metrics
@@ -123,11 +143,7 @@ class TauTracker:
 # ---------------------------------------------------------------------------------------------------- the study
 
 def _controller(space, cfg: dict, seed: int) -> Controller:
-    return Controller(space, np.random.default_rng([seed, 2]), population=cfg["population"], group=cfg["group"],
-                      parents=cfg["parents"], children_per_parent=cfg["children_per_parent"],
-                      strategy=cfg["strategy"], fitness_momentum=cfg["fitness_momentum"],
-                      rank_min_count=cfg["rank_min_count"], first_measurement_offset=cfg["first_measurement_offset"],
-                      measure=cfg["fitness_members"])
+    return Controller.from_settings(space, np.random.default_rng([seed, 2]), cfg)  # as `eps stage search`
 
 
 def draw_sets(bench, study: dict, seed: int) -> dict[str, list[str]]:
@@ -166,9 +182,9 @@ def _train_and_score(space, section: dict, study: dict, strategy: str, seed: int
             log(f"study seed {seed}: {LABELS[strategy]} supernet already trained and scored ({cache})")
             return cached
     cfg = {**section["search"], "iterations": study["iterations"], "strategy": strategy}
-    seed_everything(seed + SEARCH_SEED_OFFSET, deterministic)
-    task = space.search_task({**section, "search": cfg}, data_root, device, seed + SEARCH_SEED_OFFSET, "search")
-    batches = task.validation_batches(study["fitness_batches"], seed + SCORE_SEED_OFFSET)
+    seed_everything(seed + SEED_OFFSET["search"], deterministic)
+    task = space.search_task({**section, "search": cfg}, data_root, device, seed + SEED_OFFSET["search"], "search")
+    batches = task.validation_batches(study["fitness_batches"], seed + SEED_OFFSET["score"])
     cells = {name: [space.decode(a) for a in archs] for name, archs in sets.items()}
     k = study["tau_cells"]
     tracker = TauTracker(task, {n: cells[n][:k] for n in TAU_SETS}, {n: accuracy[n][:k] for n in TAU_SETS},
@@ -360,21 +376,9 @@ def tau_curves(result: dict) -> dict:
     return out
 
 
-def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    eio.write_bytes(path, buf.getvalue())
-
-
 def plot_scores(result: dict, path: Path) -> None:
     """Score vs accuracy, one panel per supernet (rows) and set (columns), all seeds (one colour each)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(len(STRATEGIES), len(SETS), figsize=(4.2 * len(SETS), 3.6 * len(STRATEGIES)), dpi=110,
+    fig, axes = plotting.subplots(len(STRATEGIES), len(SETS), figsize=(4.2 * len(SETS), 3.6 * len(STRATEGIES)), dpi=110,
                              squeeze=False)
     for i, strategy in enumerate(STRATEGIES):
         for j, n in enumerate(SETS):
@@ -390,15 +394,12 @@ def plot_scores(result: dict, path: Path) -> None:
             ax.grid(alpha=0.3)
             if len(result["seeds"]) > 1 and i == 0 and j == 0:
                 ax.legend(fontsize=7)
-    _save(fig, path)
+    plotting.save(fig, path)
 
 
 def plot_tau(result: dict, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     curves = tau_curves(result)
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    fig, ax = plotting.subplots(figsize=(6, 4), dpi=110)
     colours = {"random": "tab:blue", "eps": "tab:orange"}
     styles = {"uniform": "-", "top": "--"}
     for strategy in STRATEGIES:
@@ -412,4 +413,4 @@ def plot_tau(result: dict, path: Path) -> None:
     ax.set_xlabel("iteration"), ax.set_ylabel("Kendall tau (-score vs accuracy)")
     ax.set_title(f"ranking quality over training (first {result['settings']['tau_cells']} cells per set)", fontsize=9)
     ax.legend(fontsize=7), ax.grid(alpha=0.3)
-    _save(fig, path)
+    plotting.save(fig, path)

@@ -18,7 +18,9 @@ app.add_typer(nb201_app, name="nb201")
 study_app = typer.Typer(no_args_is_help=True, help="Studies of the method against a benchmark's ground truth.")
 app.add_typer(study_app, name="study")
 
-SpaceOpt = typer.Option("nb201", "--space", "-s", help="Search space: nb201, darts-cnn or darts-rnn.")
+SpaceOpt = typer.Option("nb201", "--space", "-s",
+                        help="Search space: nb201, darts-cnn, darts-rnn, an installed plugin's name, or your own "
+                             "space as path/to/file.py:Class or package.module:Class.")
 ParamsOpt = typer.Option(None, "--params", "-p", help="Params YAML (overlay on the paper defaults).")
 OutOpt = typer.Option(Path("runs"), "--out", "-o", help="Output root; stage folders go under OUT/SPACE/.")
 RestartOpt = typer.Option(False, "--restart", help="Start afresh when the checkpoint is unusable or was made with "
@@ -42,15 +44,20 @@ def friendly(fn):
     return wrapper
 
 
-def _params(path: Optional[Path], space: str, overrides: Optional[dict] = None) -> dict:
+def _params(path: Optional[Path], space: Optional[str], overrides: Optional[dict] = None) -> tuple[str | None, dict]:
+    """(the space's registered name, validated params). ``space`` may be a name or a ``file.py:Class`` reference;
+    ``path`` defaults to ./params.yaml when it exists, as for the DVC stages."""
     from eps.config import load_params
-    from eps.spaces import SPACE_NAMES
-    from eps.errors import ConfigError
-    if space not in SPACE_NAMES:
-        raise ConfigError(f"--space {space!r} is not a search space; choose one of {', '.join(SPACE_NAMES)}")
+    from eps.spaces import resolve, space_class
     if path is None and Path("params.yaml").exists():
         path = Path("params.yaml")
-    return load_params(path, overrides)
+    plugins = [space] if space and ":" in space else []
+    params = load_params(path, overrides, plugins=plugins)
+    if space is None:
+        return None, params
+    name = resolve(space)
+    space_class(name)  # a one-line error for an unknown or broken space
+    return name, params
 
 
 def _stage(name: str):
@@ -58,7 +65,8 @@ def _stage(name: str):
     def command(space: str = SpaceOpt, params: Optional[Path] = ParamsOpt, out: Path = OutOpt,
                 restart: bool = RestartOpt):
         from pipeline import stages
-        getattr(stages, name)(space, _params(params, space), out, restart=restart)
+        name_, p = _params(params, space)
+        getattr(stages, name)(name_, p, out, restart=restart)
     command.__doc__ = {"warmup": "Train the supernet by uniform sampling over the whole space.",
                        "search": "Evolve the proxy search space while training the supernet (EPS).",
                        "select": "Choose the final architecture from the snapshot history.",
@@ -75,10 +83,10 @@ for _name in ("warmup", "search", "select", "retrain"):
 def run(space: str = SpaceOpt, params: Optional[Path] = ParamsOpt, out: Path = OutOpt, restart: bool = RestartOpt):
     """Run warmup, search, select and retrain in order, then print the report."""
     from pipeline import stages, report as report_stage
-    p = _params(params, space)
-    for name in stages.STAGES:
-        getattr(stages, name)(space, p, out, restart=restart)
-    report_stage.report(space, p, out)
+    name, p = _params(params, space)
+    for stage in stages.STAGES:
+        getattr(stages, stage)(name, p, out, restart=restart)
+    report_stage.report(name, p, out)
 
 
 @app.command()
@@ -87,21 +95,26 @@ def report(space: Optional[str] = typer.Option(None, "--space", "-s", help="Repo
            params: Optional[Path] = ParamsOpt, out: Path = OutOpt):
     """Print rich summaries of the finished stages and write PNG plots to OUT/SPACE/report/."""
     from pipeline import report as report_stage
-    p = _params(params, space or "nb201")
-    for name in ([space] if space else p["spaces"]):
-        report_stage.report(name, p, out)
+    name, p = _params(params, space)
+    for each in ([name] if name else p["spaces"]):
+        report_stage.report(each, p, out)
 
 
 @app.command("params")
 @friendly
 def show_params(params: Optional[Path] = ParamsOpt,
                 space: Optional[str] = typer.Option(None, "--space", "-s", help="Only this space's section.")):
-    """Print the effective params (paper defaults overlaid with --params) as YAML, validated."""
+    """Print the effective params (defaults overlaid with --params or ./params.yaml) as YAML, validated.
+
+    With --space, only that space's section: ready to paste into params.yaml (for your own space too)."""
     import yaml
-    from eps.config import load_params
-    p = load_params(params)
-    if space:
-        p = {space: p[space]}
+    from eps.spaces import broken
+    name, p = _params(params, space)
+    if name:
+        p = {name: p[name]}
+    else:
+        for bad, why in broken().items():
+            typer.secho(f"warning: space {bad} is left out: {why}", fg="yellow", err=True)
     typer.echo(yaml.safe_dump(p, sort_keys=False, default_flow_style=None, width=120), nl=False)
 
 
@@ -115,7 +128,8 @@ def arch_params(archs: List[str] = typer.Argument(..., help="Architectures in th
                 params: Optional[Path] = ParamsOpt):
     """Print the standalone network's parameter count in millions, one line per architecture."""
     from eps.spaces import get_space
-    sp = get_space(space, _params(params, space)[space])  # params choose e.g. the DARTS variant
+    name, p = _params(params, space)
+    sp = get_space(name, p[name])  # params choose e.g. the DARTS variant
     options = {k: v for k, v in {"num_classes": classes, "channels": channels, "layers": layers}.items() if v is not None}
     for text in archs:
         n = sp.num_params(sp.decode(text), **options)
@@ -127,9 +141,9 @@ def arch_params(archs: List[str] = typer.Argument(..., help="Architectures in th
 def nb201_import(file: Path = typer.Argument(..., help="Official NAS-Bench-201 v1.0/v1.1 .pth file."),
                  out: Optional[Path] = typer.Option(None, "--out", help="CSV to write (default: DATA_ROOT/nb201/ground_truth.csv).")):
     """Write eps's compact ground-truth CSV from the official benchmark file."""
-    from eps.groundtruth import GROUND_TRUTH_FILE, import_benchmark
-    from eps.config import data_root, load_params
-    target = out or (data_root(load_params()) / GROUND_TRUTH_FILE)
+    from eps.spaces.nb201.groundtruth import GROUND_TRUTH_FILE, import_benchmark
+    from eps.config import data_root
+    target = out or (data_root(_params(None, None)[1]) / GROUND_TRUTH_FILE)
     n = import_benchmark(file, target)
     typer.echo(f"wrote {n} cells to {target}")
 
@@ -141,7 +155,7 @@ def import_records(run_dir: Path = typer.Argument(..., help="Run folder of the r
                    force: bool = typer.Option(False, "--force", help="Overwrite an existing history.")):
     """Import the reference implementation's population snapshots as OUT/SPACE/search/history.jsonl."""
     from eps.errors import EpsError
-    from eps.records import import_records as do_import
+    from eps.spaces.nb201.records import import_records as do_import
     if space != "nb201":
         raise EpsError(f"import-records reads NAS-Bench-201 runs of the reference code; --space {space} is not supported")
     target = out / space / "search" / "history.jsonl"
@@ -170,8 +184,8 @@ def study_correlation(space: str = SpaceOpt,
             overrides["seeds"] = [int(x) for x in seeds.split(",") if x.strip()]
         except ValueError:
             raise ConfigError(f"--seeds {seeds!r}: expected comma-separated integers, e.g. 0,1") from None
-    study.correlation(space, _params(params, space, {"study": overrides} if overrides else None), out,
-                      restart=restart)
+    name, p = _params(params, space, {"study": overrides} if overrides else None)
+    study.correlation(name, p, out, restart=restart)
 
 
 def main():

@@ -9,8 +9,9 @@ from rich.console import Console
 
 from eps import io as eio
 from eps import report as rep
-from eps.analysis import PRIMARY, accuracy_over_time
+from eps.analysis import accuracy_over_time
 from eps.config import data_root
+from eps.space import Drawable, benchmark_of
 from eps.spaces import get_space
 from pipeline.stages import RunPaths, load_history
 
@@ -36,7 +37,7 @@ def report(space_name: str, params: dict, out: str | Path) -> str:
             tables.append(gt_table)
         if selection.get("population"):
             tables.append(rep.population_table(selection["population"]))
-        if hasattr(space, "draw"):  # a picture of the chosen architecture, for spaces that can draw one
+        if isinstance(space, Drawable):
             space.draw(space.decode(selection["arch"]), d / "arch.png")
     retrain_metrics = _json(paths.stage("retrain") / "metrics.json")
     if retrain_metrics:
@@ -44,7 +45,7 @@ def report(space_name: str, params: dict, out: str | Path) -> str:
     if len(tables) == 1:
         tables[0].caption = f"no finished stage under {paths.root}; run `eps stage warmup --space {space_name}` first"
 
-    bench = space.benchmark(data_root(params)) if hasattr(space, "benchmark") else None
+    bench = benchmark_of(space, data_root(params))
     history_path = paths.stage("search") / "history.jsonl"
     if history_path.exists():
         snaps = load_history(history_path)
@@ -53,7 +54,7 @@ def report(space_name: str, params: dict, out: str | Path) -> str:
             rep.plot_accuracy_over_time(curve, d / "population_accuracy.png")
         if bench is not None and snaps:
             last = snaps[-1]
-            pts = [(-l, bench.accuracy(a, PRIMARY)) for a, l, c in zip(last["arch"], last["loss"], last["count"])
+            pts = [(-l, bench.accuracy(a, bench.primary)) for a, l, c in zip(last["arch"], last["loss"], last["count"])
                    if c >= 1 and l is not None and bench.has(a)]
             rep.plot_loss_vs_accuracy(pts, d / "loss_vs_accuracy.png",
                                       f"final population, iteration {last['iteration']}")

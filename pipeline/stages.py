@@ -28,16 +28,14 @@ from eps.config import data_root
 from eps.errors import EpsError
 from eps.evolution import Controller
 from eps.progress import console
+from eps.retrain import run_retrain
 from eps.search import run_search, run_warmup
 from eps.selection import choose, collect_candidates
+from eps.space import DistributedTask, benchmark_of
 from eps.spaces import get_space
-from eps.train.common import resolve_device, seed_everything
-from eps.train.retrain import run_retrain
+from eps.train.common import SEED_OFFSET, resolve_device, seed_everything
 
 STAGES = ("warmup", "search", "select", "retrain")
-# Search keys that change the supernet or its data, and therefore the warm-up's result too.
-SUPERNET_KEYS = ("label_smoothing", "channels_last", "amp", "skip_dead_edges", "data_subset")
-SEED_OFFSET = {"warmup": 100, "search": 200, "retrain": 300}
 
 
 def log(msg: str) -> None:
@@ -74,7 +72,7 @@ def warmup(space_name: str, params: dict, out: str | Path, restart: bool = False
     paths = RunPaths(out, space_name)
     task = space.search_task(section, data_root(params), device, params["seed"] + SEED_OFFSET["warmup"], "warmup")
     identity = {"stage": "warmup", "seed": params["seed"], "space": section["space"], "warmup": section["warmup"],
-                "supernet": {k: section["search"][k] for k in SUPERNET_KEYS}}
+                "supernet": section["supernet"]}
     ckpt = CheckpointDir(paths.work("warmup"), identity, log=log)
     result = run_warmup(space, task, section["warmup"], params["seed"], ckpt, restart, section["search"]["on_nonfinite"])
     d = paths.stage("warmup")
@@ -89,24 +87,28 @@ def warmup(space_name: str, params: dict, out: str | Path, restart: bool = False
 def search(space_name: str, params: dict, out: str | Path, restart: bool = False) -> dict:
     section, space, device = _setup(space_name, params, "search")
     paths = RunPaths(out, space_name)
-    warm_path = _require(paths.stage("warmup") / "supernet.pt", "warmup", space_name)
-    warm = checkpoint.load(warm_path)
     cfg = section["search"]
-    task = space.search_task(section, data_root(params), device, params["seed"] + SEED_OFFSET["search"], "search")
-    controller = Controller(space, np.random.default_rng([params["seed"], 2]), population=cfg["population"],
-                            group=cfg["group"], parents=cfg["parents"], children_per_parent=cfg["children_per_parent"],
-                            strategy=cfg["strategy"], fitness_momentum=cfg["fitness_momentum"],
-                            rank_min_count=cfg["rank_min_count"],
-                            first_measurement_offset=cfg["first_measurement_offset"],
-                            measure=cfg["fitness_members"])
-    identity = {"stage": "search", "seed": params["seed"], "space": section["space"], "search": cfg,
-                "warmup_supernet": checkpoint.file_digest(warm_path)}
+    seed = params["seed"]
+    warm_path = paths.stage("warmup") / "supernet.pt"
+    if section["warmup"]["iterations"] > 0 or warm_path.exists():
+        warm_state = {"model": checkpoint.load(_require(warm_path, "warmup", space_name))["model"]}
+        warm_digest = checkpoint.file_digest(warm_path)
+        task = space.search_task(section, data_root(params), device, seed + SEED_OFFSET["search"], "search")
+    else:
+        # A warm-up of 0 iterations only saves the initialisation, so without its file the supernet is initialised
+        # exactly as the warm-up stage would have (its seed), and the search runs as if it had loaded that file.
+        seed_everything(seed + SEED_OFFSET["warmup"], params["deterministic"])
+        task = space.search_task(section, data_root(params), device, seed + SEED_OFFSET["search"], "search")
+        seed_everything(seed + SEED_OFFSET["search"], params["deterministic"])
+        warm_state, warm_digest = None, "initialisation"
+    controller = Controller.from_settings(space, np.random.default_rng([params["seed"], 2]), cfg)
+    identity = {"stage": "search", "seed": params["seed"], "space": section["space"], "supernet": section["supernet"],
+                "search": cfg, "warmup_supernet": warm_digest}
     work = paths.work("search")
     ckpt = CheckpointDir(work, identity, log=log)
     history = eio.AppendLog(work / "history.jsonl")
     try:
-        result = run_search(space, task, controller, cfg, history, ckpt, warm_state={"model": warm["model"]},
-                            restart=restart)
+        result = run_search(space, task, controller, cfg, history, ckpt, warm_state=warm_state, restart=restart)
     finally:
         history.close()
     d = paths.stage("search")
@@ -155,8 +157,8 @@ def select(space_name: str, params: dict, out: str | Path, restart: bool = False
         space.decode(c.arch)  # refuse histories written in another space's notation
     max_params = space.num_params(space.largest())
     chosen = choose(candidates, lambda a: space.num_params(space.decode(a)), max_params,
-                    cfg.get("alpha", 1.4), cfg.get("beta", 5.2))
-    bench = space.benchmark(data_root(params)) if hasattr(space, "benchmark") else None
+                    cfg["alpha"], cfg["beta"])
+    bench = benchmark_of(space, data_root(params))
     result = {"rule": cfg["rule"], "arch": chosen[cfg["rule"]].arch, "final_iteration": final,
               "window": cfg["window"], "candidates": len(candidates), "max_params": max_params}
     for rule, c in chosen.items():
@@ -197,7 +199,7 @@ def _retrain(space_name: str, params: dict, out: str | Path, restart: bool, arch
     cell = space.decode(arch)
     cfg = section["retrain"]
     task = space.retrain_task(cell, section, data_root(params), device, params["seed"] + SEED_OFFSET["retrain"])
-    if world > 1 and not getattr(task, "supports_distributed", False):
+    if world > 1 and not (isinstance(task, DistributedTask) and task.supports_distributed):
         raise EpsError(f"retrain of space {space_name} does not support several processes; run it without torchrun")
     identity = {"stage": "retrain", "seed": params["seed"], "space": section["space"], "retrain": cfg, "arch": arch}
     if world > 1:

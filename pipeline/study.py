@@ -16,6 +16,8 @@ from eps import io as eio
 from eps import report as rep
 from eps import study as st
 from eps.config import data_root
+from eps.errors import EpsError
+from eps.space import HasBenchmark
 from eps.spaces import get_space
 from eps.train.common import resolve_device
 from pipeline.stages import RunPaths, log
@@ -25,7 +27,10 @@ def correlation(space_name: str, params: dict, out: str | Path, restart: bool = 
     section = params[space_name]
     space = get_space(space_name, section)
     root = data_root(params)
-    bench = space.benchmark(root) if hasattr(space, "benchmark") else None
+    if not isinstance(space, HasBenchmark):
+        raise EpsError(f"space {space_name} has no ground-truth benchmark, and eps study correlation ranks cells "
+                       f"against one; use a space with a benchmark (nb201)")
+    bench = space.benchmark(root)
     paths = RunPaths(out, space_name)
     result = st.run_study(space, bench, section, params["study"], root, resolve_device(params["device"]),
                           paths.work("study"), restart=restart, deterministic=params["deterministic"], log=log)

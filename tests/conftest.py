@@ -19,8 +19,9 @@ TINY_NB201 = {
     "nb201": {
         "space": {"channels": 4, "cells_per_stage": 1},
         "warmup": {"iterations": 4, "batch_size": 16, "checkpoint_every": 2},
+        "supernet": {"data_subset": 200},
         "search": {"iterations": 60, "val_interval": 10, "population": 8, "group": 4, "parents": 2,
-                   "batch_size": 16, "fitness_batch_size": 20, "data_subset": 200, "checkpoint_every": 1},
+                   "batch_size": 16, "fitness_batch_size": 20, "checkpoint_every": 1},
         "select": {"window": 40},
         "retrain": {"epochs": 2, "batch_size": 32, "train_subset": 128, "test_subset": 100},
     },

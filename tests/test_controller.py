@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from eps.evolution import Controller
-from eps.spaces.nb201 import NB201Space
+from eps.spaces.nb201.space import NB201Space
 
 
 def make(strategy="eps", **kw):

@@ -17,9 +17,9 @@ from eps.checkpoint import load as load_checkpoint
 from eps.config import defaults, load_params
 from eps.distributed import state_digest
 from eps.errors import ArchError
-from eps.models.darts_cnn import OP_NAMES, NetworkCIFAR, edge_index
+from eps.spaces.darts_cnn.model import OP_NAMES, NetworkCIFAR, edge_index
 from eps.spaces import get_space
-from eps.spaces.darts_cnn import (EXAMPLE, S1_EDGES, VARIANTS, DartsCNNSpace, drawable_ops, edge_candidates,
+from eps.spaces.darts_cnn.space import (EXAMPLE, S1_EDGES, VARIANTS, DartsCNNSpace, drawable_ops, edge_candidates,
                                   format_genotype, parse_genotype)
 from tests.conftest import DATA_ROOT, eps_env, run_eps
 
@@ -370,9 +370,9 @@ def tiny_params(path: Path, variant: str = "s3", **retrain) -> Path:
         "darts-cnn": {
             "space": {"variant": variant, "channels": 4, "layers": 5},
             "warmup": {"iterations": 4, "batch_size": 16, "checkpoint_every": 2},
+            "supernet": {"data_subset": 256, "channels_last": False},
             "search": {"iterations": 40, "val_interval": 10, "population": 8, "group": 4, "parents": 2,
-                       "batch_size": 16, "fitness_batch_size": 32, "data_subset": 256, "checkpoint_every": 1,
-                       "channels_last": False},
+                       "batch_size": 16, "fitness_batch_size": 32, "checkpoint_every": 1},
             "select": {"window": 40},
             "retrain": {"channels": 4, "layers": 5, "epochs": 2, "batch_size": 32, "train_subset": 128,
                         "test_subset": 100, "cutout": 8, **retrain},
@@ -434,7 +434,7 @@ def test_ddp_retrain_two_processes_gives_identical_weights(tmp_path):
 @needs_cifar
 def test_retrain_resumes_after_interruption(tmp_path, monkeypatch):
     from pipeline import stages
-    from eps.train.darts_retrain import DartsRetrainTask
+    from eps.spaces.darts_cnn.retrain import DartsRetrainTask
 
     monkeypatch.setenv("EPS_PROGRESS", "0")
     params = load_params(tiny_params(tmp_path / "tiny.yaml", "darts", train_subset=96, test_subset=50))
@@ -467,7 +467,7 @@ def test_retrain_resumes_after_interruption(tmp_path, monkeypatch):
 @needs_cifar
 def test_retrain_schedule_lr_and_drop_path(tmp_path):
     from eps.train.common import cosine_lr
-    from eps.train.darts_retrain import DartsRetrainTask
+    from eps.spaces.darts_cnn.retrain import DartsRetrainTask
     from eps.progress import progress_bar
 
     cfg = load_params(tiny_params(tmp_path / "tiny.yaml", "darts", epochs=4, train_subset=64,

@@ -20,13 +20,13 @@ from eps.data.ptb import PTB_FILES
 from eps.errors import ArchError, ConfigError
 from eps.evolution import Controller
 from eps.io import AppendLog, read_jsonl
-from eps.models.darts_rnn import STEPS, DartsRNNNetwork, DartsRNNSupernet
+from eps.spaces.darts_rnn.model import STEPS, DartsRNNNetwork, DartsRNNSupernet
 from eps.search import run_search
 from eps.spaces import get_space
-from eps.spaces.darts_rnn import DEFAULT_PARAMS, EXAMPLE, DartsRNNSpace, check_arch, str_to_arch
+from eps.spaces.darts_rnn.space import EXAMPLE, DartsRNNSpace, check_arch, str_to_arch
 from eps.train.common import seed_everything
-from eps.train.language import retrain_seq_len, search_seq_len, should_switch_to_asgd
-from eps.train.retrain import run_retrain
+from eps.spaces.darts_rnn.task import retrain_seq_len, search_seq_len, should_switch_to_asgd
+from eps.retrain import run_retrain
 from tests.conftest import DATA_ROOT, run_eps
 
 needs_ptb = pytest.mark.skipif(
@@ -44,9 +44,9 @@ TINY = {
         "space": {"hidden_size": 16, "dropout": 0.1, "dropouth": 0.05, "dropoutx": 0.1, "dropouti": 0.05,
                   "dropoute": 0.0},
         "warmup": {"iterations": 6, "batch_size": 8, "checkpoint_every": 3},
+        "supernet": {"data_subset": 8000},
         "search": {"iterations": 30, "val_interval": 5, "population": 8, "group": 4, "parents": 2,
-                   "batch_size": 8, "bptt": 10, "fitness_batch_size": 6, "data_subset": 8000,
-                   "checkpoint_every": 1},
+                   "batch_size": 8, "bptt": 10, "fitness_batch_size": 6, "checkpoint_every": 1},
         "select": {"window": 30},
         "retrain": {"epochs": 3, "batch_size": 16, "bptt": 20, "lr": 1.0, "train_subset": 10000,
                     "valid_subset": 3000, "test_subset": 200, "checkpoint_every": 1},
@@ -208,8 +208,7 @@ def test_mutation_rules(space):
 
 
 def _plain() -> dict:
-    from eps.config import _plain_default
-    return _plain_default(DEFAULT_PARAMS)
+    return DartsRNNSpace.Params().model_dump()
 
 
 def test_params_validation_rejects_meaningless_and_bad_values():

@@ -6,17 +6,21 @@ import pytest
 import torch
 
 from eps.config import defaults
-from eps.models.nb201 import BoxMean3x3
+from eps.spaces.nb201.model import BoxMean3x3
 from eps.spaces import get_space
 from eps.train import common
 from eps.train.common import amp_active
 from tests.conftest import DATA_ROOT
 
 
-def make_task(**search):
+def make_task(**keys):
+    """A tiny NB201 task; ``keys`` go to the ``supernet`` section when they belong there, else to ``search``."""
     section = copy.deepcopy(defaults()["nb201"])
     section["space"].update(channels=4, cells_per_stage=1)
-    section["search"].update(batch_size=32, fitness_batch_size=50, data_subset=400, **search)
+    section["search"].update(batch_size=32, fitness_batch_size=50)
+    section["supernet"].update(data_subset=400)
+    for key, value in keys.items():
+        section["supernet" if key in section["supernet"] else "search"][key] = value
     torch.manual_seed(0)
     space = get_space("nb201", section)
     return space, space.search_task(section, DATA_ROOT, torch.device("cpu"), seed=7)

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from eps.errors import ArchError
-from eps.models.nb201 import EDGES, NB201Network, NB201Supernet, live_edges
-from eps.spaces.nb201 import NB201Space, all_archs, arch_to_str, ints_to_arch, str_to_arch
+from eps.spaces.nb201.model import EDGES, NB201Network, NB201Supernet, live_edges
+from eps.spaces.nb201.space import NB201Space, all_archs, arch_to_str, ints_to_arch, str_to_arch
 from tests.conftest import run_eps
 
 

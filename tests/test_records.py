@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eps.errors import ArchError, DataError
-from eps.records import (
+from eps.spaces.nb201.records import (
     Snapshot,
     _arch_str_to_ops,
     _ops_to_arch_str,

@@ -6,8 +6,8 @@ from hypothesis import strategies as st
 
 from eps.errors import ArchError
 from eps.io import AppendLog
-from eps.models.nb201 import OPS
-from eps.spaces.nb201 import arch_to_str, ints_to_arch, str_to_arch
+from eps.spaces.nb201.model import OPS
+from eps.spaces.nb201.space import arch_to_str, ints_to_arch, str_to_arch
 from tests.conftest import run_eps, write_tiny_params
 
 

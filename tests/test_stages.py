@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from eps import checkpoint
-from eps.spaces.nb201 import str_to_arch
+from eps.spaces.nb201.space import str_to_arch
 from tests.conftest import DATA_ROOT, EPS, run_eps, write_tiny_params
 
 OUTPUTS = ["search/history.jsonl", "search/supernet.pt", "search/metrics.json", "search/population.csv"]
@@ -69,7 +69,7 @@ def _same_outputs(a: Path, b: Path):
 
 
 def test_search_killed_at_random_moments_resumes_exactly(tmp_path):
-    params = write_tiny_params(tmp_path, search=dict(iterations=300, val_interval=10, checkpoint_every=1))
+    params = write_tiny_params(tmp_path, search=dict(iterations=1200, val_interval=10, checkpoint_every=1))
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     for out in (ref, killed):
         run_eps("stage", "warmup", "--params", params, "--out", out)

@@ -10,11 +10,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eps.data.cifar import load_cifar10
+from eps.data.cifar import CIFAR10_STATS, load_cifar10
 from eps.errors import DataError
 
-DARTS_CIFAR10_MEAN = (0.49139968, 0.48215827, 0.44653124)
-DARTS_CIFAR10_STD = (0.24703233, 0.24348505, 0.26158768)
+DARTS_CIFAR10_MEAN, DARTS_CIFAR10_STD = CIFAR10_STATS["darts"]
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 SVHN_MEAN = (0.4377, 0.4438, 0.4728)

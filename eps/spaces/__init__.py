@@ -1,51 +1,185 @@
 """Search-space registry.
 
-A space is one module exposing ``DEFAULT_PARAMS`` (its params section, paper values), ``validate(section)`` and
-``build(section) -> SearchSpace``. Registering a new space is one line here plus its module.
+Spaces come from three places, all checked against the ``eps.space`` contract when registered:
+
+- the built-in spaces below (one package each under ``eps/spaces/``);
+- installed packages that declare a Python entry point in the ``eps.spaces`` group
+  (``[project.entry-points."eps.spaces"] chain = "my_pkg.space:ChainSpace"``);
+- a reference given at run time, ``path/to/file.py:Class`` or ``package.module:Class`` (``--space`` or the
+  params file's ``plugins`` list).
+
+A space that fails to import or breaks the contract is set aside with a one-line reason; every other space keeps
+working, and only using the broken one is an error.
 """
 from __future__ import annotations
 
 import importlib
-from typing import Any
+import importlib.metadata
+import importlib.util
+import inspect
+import re
+import sys
+from pathlib import Path
 
-from eps.spaces.base import SearchSpace
+from eps.errors import SpaceError
 
-_MODULES = {
-    "nb201": "eps.spaces.nb201",
-    "darts-cnn": "eps.spaces.darts_cnn",
-    "darts-rnn": "eps.spaces.darts_rnn",
+BUILTIN = {
+    "nb201": "eps.spaces.nb201.space:NB201Space",
+    "darts-cnn": "eps.spaces.darts_cnn.space:DartsCNNSpace",
+    "darts-rnn": "eps.spaces.darts_rnn.space:DartsRNNSpace",
 }
+ENTRY_POINT_GROUP = "eps.spaces"
+REQUIRED = ("sample", "mutate", "encode", "decode", "largest", "num_params", "search_task", "retrain_task",
+            "from_params")
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
+
+_classes: dict[str, type] = {}
+_broken: dict[str, str] = {}
+_refs: dict[str, str] = {}       # reference -> registered name
+_loaded = False
 
 
-def _available() -> tuple[str, ...]:
-    names = []
-    for name, mod in _MODULES.items():
-        if importlib.util.find_spec(mod) is not None:
-            names.append(name)
-    return tuple(names)
+def check_space(cls, where: str) -> type:
+    """``cls`` if it fulfils the contract (``eps.space.SearchSpace``), else SpaceError naming what is missing."""
+    from eps.space import SpaceParams
+    if not inspect.isclass(cls):
+        raise SpaceError(f"{where} is not a class")
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise SpaceError(f"{where}: class attribute `name` must be a lower-case name like 'my-space', got {name!r}")
+    if name in ("seed", "data_root", "device", "deterministic", "spaces", "plugins", "study"):
+        raise SpaceError(f"{where}: name {name!r} is a top-level params key; choose another")
+    missing = [m for m in REQUIRED if not callable(getattr(cls, m, None))]
+    if missing:
+        raise SpaceError(f"{where} (space {name!r}) lacks {', '.join(missing)}; see eps/space.py SearchSpace")
+    params = getattr(cls, "Params", None)
+    if not (inspect.isclass(params) and issubclass(params, SpaceParams)):
+        raise SpaceError(f"{where} (space {name!r}): `Params` must subclass eps.space.SpaceParams")
+    try:
+        params()
+    except Exception as err:  # a space whose own defaults do not validate is broken, whatever the reason
+        first = str(err).strip().splitlines()
+        raise SpaceError(f"{where} (space {name!r}): its Params defaults do not validate "
+                         f"({first[-1].strip() if first else type(err).__name__})") from None
+    return cls
 
 
-SPACE_NAMES: tuple[str, ...] = _available()
+def _import_ref(ref: str, base: Path | None = None):
+    """The object named by ``module:attr`` or ``path/to/file.py:attr``."""
+    target, sep, attr = ref.rpartition(":")
+    if not sep or not target or not attr.isidentifier():
+        raise SpaceError(f"space reference {ref!r} must be `path/to/file.py:Class` or `package.module:Class`")
+    try:
+        if target.endswith(".py") or "/" in target or "\\" in target:
+            path = Path(target).expanduser()
+            if not path.is_absolute() and not path.exists() and base is not None:
+                path = base / path
+            if not path.is_file():
+                raise SpaceError(f"space file {target} not found (from {ref!r}); give a path to a .py file")
+            mod_name = "eps_plugin_" + re.sub(r"\W", "_", str(path.resolve()))
+            module = sys.modules.get(mod_name)
+            if module is None:
+                spec = importlib.util.spec_from_file_location(mod_name, path)
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[mod_name] = module
+                try:
+                    spec.loader.exec_module(module)
+                except BaseException:
+                    del sys.modules[mod_name]
+                    raise
+        else:
+            module = importlib.import_module(target)
+    except SpaceError:
+        raise
+    except Exception as err:
+        raise SpaceError(f"space {ref!r} failed to import: {type(err).__name__}: {err}".splitlines()[0]) from None
+    if not hasattr(module, attr):
+        raise SpaceError(f"space {ref!r}: {target} has no attribute {attr!r}")
+    return getattr(module, attr)
 
 
-def _module(name: str):
-    if name not in SPACE_NAMES:
-        from eps.errors import ConfigError
-        raise ConfigError(f"unknown search space {name!r}; choose one of {', '.join(SPACE_NAMES)}")
-    return importlib.import_module(_MODULES[name])
+def _add(name_hint: str, ref: str, base: Path | None = None) -> str:
+    try:
+        cls = check_space(_import_ref(ref, base), ref)
+    except SpaceError as err:
+        _broken[name_hint] = str(err)
+        return name_hint
+    if cls.name in _classes and _classes[cls.name] is not cls:
+        _broken[cls.name] = f"two spaces are named {cls.name!r} ({ref} and {_classes[cls.name].__module__}); rename one"
+        return cls.name
+    _classes[cls.name] = cls
+    _broken.pop(cls.name, None)
+    return cls.name
 
 
-def space_defaults(name: str) -> dict[str, Any]:
-    return _module(name).DEFAULT_PARAMS
+def _load() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for name, ref in BUILTIN.items():
+        _add(name, ref)
+    try:
+        eps_points = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+    except Exception:  # a broken installed distribution must not take eps down
+        eps_points = []
+    for ep in eps_points:
+        if ep.value not in BUILTIN.values():
+            _add(ep.name, ep.value)
 
 
-def space_validate(name: str, section: dict) -> list[str]:
-    return _module(name).validate(section)
+def register_ref(ref: str, base: Path | None = None) -> str:
+    """Register the space at ``ref`` (``file.py:Class`` or ``module:Class``); returns its name.
+    Raises SpaceError (one line) when it cannot be imported or breaks the contract."""
+    _load()
+    if ref in _refs:
+        return _refs[ref]
+    name = _add(ref, ref, base)
+    if name in _broken:
+        raise SpaceError(_broken.pop(name))
+    _refs[ref] = name
+    return name
 
 
-def get_space(name: str, section: dict) -> SearchSpace:
-    """The space ``name`` configured by its params section (``params[name]``)."""
-    return _module(name).build(section)
+def resolve(space: str) -> str:
+    """A registered space name for ``space``, which is a name or a reference (registered on the way)."""
+    _load()
+    if ":" in space:
+        return register_ref(space)
+    return space
 
 
-__all__ = ["SPACE_NAMES", "SearchSpace", "get_space", "space_defaults", "space_validate"]
+def registered() -> tuple[str, ...]:
+    """Names of the usable spaces, built-ins first."""
+    _load()
+    return tuple(_classes)
+
+
+def broken() -> dict[str, str]:
+    """Spaces that could not be registered, with the one-line reason."""
+    _load()
+    return dict(_broken)
+
+
+def space_classes() -> dict[str, type]:
+    _load()
+    return dict(_classes)
+
+
+def space_class(name: str) -> type:
+    _load()
+    if name in _classes:
+        return _classes[name]
+    if name in _broken:
+        raise SpaceError(f"space {name!r} is unusable: {_broken[name]}")
+    raise SpaceError(f"unknown search space {name!r}; choose one of {', '.join(_classes)} "
+                     f"or pass path/to/file.py:Class")
+
+
+def get_space(name: str, section: dict):
+    """The space ``name`` configured by its validated params section (``params[name]``)."""
+    return space_class(name).from_params(section)
+
+
+__all__ = ["BUILTIN", "broken", "check_space", "get_space", "register_ref", "registered", "resolve",
+           "space_class", "space_classes"]

@@ -21,6 +21,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+# Added to the run's seed for each stage, so stages draw independent streams; `eps study` reuses the search's
+# offset so its supernets start like `eps stage search` for the same seed.
+SEED_OFFSET = {"warmup": 100, "search": 200, "retrain": 300, "score": 300}  # score: the study's fixed batches
+
+
 def seed_everything(seed: int, deterministic: bool = False) -> None:
     """Seed Python, NumPy, torch CPU and every CUDA device (spec §6, item 1)."""
     random.seed(seed)

@@ -10,9 +10,6 @@ cell's initial state. Files and reports use DARTS's notation::
                         ('tanh', 3), ('relu', 5)], concat=range(1, 9))
 
 which ``decode`` parses without ``eval``: every malformed input raises ArchError with a one-line reason.
-
-Params keys that exist for every space but mean nothing here (``search.label_smoothing``, ``channels_last``,
-``amp``, ``skip_dead_edges``) stay at neutral defaults and are rejected if changed.
 """
 from __future__ import annotations
 
@@ -20,9 +17,13 @@ import re
 
 import numpy as np
 
-from eps.config import SEARCH_LOOP_DEFAULTS, SELECT_DEFAULTS, Choice, Nullable
+from pydantic import Field
+
+from eps.config import Number, section
 from eps.errors import ArchError, ConfigError
-from eps.models.darts_rnn import ACTIVATIONS, OPS, STEPS, DartsRNNNetwork, DartsRNNSupernet
+from eps.space import SpaceParams, SpaceSettings
+from eps.spaces.darts_rnn.task import PTBRetrainSettings, PTBSearchSettings, PTBSupernetSettings, PTBWarmupSettings
+from eps.spaces.darts_rnn.model import ACTIVATIONS, OPS, STEPS, DartsRNNNetwork, DartsRNNSupernet
 
 NAME = "darts-rnn"
 DEFAULT_VOCAB = 10000
@@ -30,133 +31,37 @@ CONCAT = tuple(range(1, STEPS + 1))
 EXAMPLE = ("Genotype(recurrent=[('sigmoid', 0), ('relu', 1), ('relu', 1), ('identity', 1), ('tanh', 2), "
            "('sigmoid', 5), ('tanh', 3), ('relu', 5)], concat=range(1, 9))")
 
-DEFAULT_PARAMS = {
-    "space": {
-        "hidden_size": 850,                  # embedding = hidden = last hidden (tied decoder); the retrained network
-        "supernet_hidden_size": Nullable(int),  # None = hidden_size; smaller = a proxy supernet (spec §5 item 23)
-        "dropout": 0.75,                     # locked dropout on the cell output
-        "dropouth": 0.25,                    # variational dropout on every state multiplied by a matrix
-        "dropoutx": 0.75,                    # variational dropout on the cell input x
-        "dropouti": 0.2,                     # locked dropout on the embedded input
-        "dropoute": 0.1,                     # word-level embedding dropout
-        "tar_beta": 1e-3,                    # temporal activation regularisation on the cell outputs
-        "ar_alpha": 0.0,                     # activation regularisation on the dropped outputs
-        "init_range": 0.04,
-        "p_opwise": 0.2,                     # mutation: redraw a node's activation (spec §3.1)
-        "p_edgewise": 0.1,                   # mutation: move a node's connection, keeping its activation
-        "reference_hidden_state": False,     # true: carry the state across architecture switches (spec §6 item 6)
-    },
-    "warmup": {                              # the reference has no warm-up: 0 iterations just saves the init
-        "iterations": 0,
-        "batch_size": 128,
-        "lr": 20.0,
-        "momentum": 0.0,
-        "weight_decay": 8e-7,
-        "checkpoint_every": 1000,
-    },
-    "search": {
-        **SEARCH_LOOP_DEFAULTS,
-        "batch_size": 128,                   # training columns
-        "lr": 20.0,                          # times seq_len / bptt at every step
-        "lr_schedule": Choice("constant", ("constant", "cosine")),
-        "momentum": 0.0,
-        "weight_decay": 8e-7,
-        "bptt": 35,
-        "half_bptt_prob": 0.05,              # seq_len = bptt w.p. 0.95, else int(bptt / 2); no jitter in search
-        "clip": 0.1,                         # gradient global norm
-        "fitness_batch_size": 256,           # validation columns per member and batch
-        "fitness_columns": 1024,             # the validation split is cut into this many columns (72 tokens each)
-        "rank_min_count": 1,
-        "first_measurement_offset": 0.0,
-        "data_subset": 0,                    # training tokens used (0 = all of PTB train); for tiny runs
-        "label_smoothing": 0.0,              # ignored (image spaces only)
-        "channels_last": False,              # ignored
-        "amp": False,                        # ignored
-        "skip_dead_edges": False,            # ignored
-    },
-    "select": SELECT_DEFAULTS,               # all cells have the same size, so the size prior is a constant
-    "retrain": {
-        "epochs": 3600,                      # the paper's PTB run; DARTS trained for 8,000
-        "batch_size": 64,
-        "eval_batch_size": 10,
-        "test_batch_size": 1,
-        "lr": 20.0,                          # times seq_len / bptt at every step, SGD and ASGD alike
-        "weight_decay": 8e-7,
-        "clip": 0.25,
-        "bptt": 35,
-        "half_bptt_prob": 0.05,              # base bptt halved w.p. 0.05, then seq_len = max(min, int(N(base, std)))
-        "seq_len_std": 5.0,
-        "min_seq_len": 5,
-        "max_seq_len_delta": 20,             # seq_len capped at bptt + delta
-        "nonmono": 5,                        # SGD -> ASGD when validation stops improving (spec §3.6)
-        "train_subset": 0,                   # tokens of each split used (0 = all); for tiny runs
-        "valid_subset": 0,
-        "test_subset": 0,
-        "test_every": 100,                   # epochs between test evaluations of the best model (0 = last only)
-        "checkpoint_every": 10,
-    },
-}
-
-_IGNORED = {"label_smoothing": 0.0, "channels_last": False, "amp": False, "skip_dead_edges": False}
+class RNNSpaceSettings(SpaceSettings):
+    hidden_size: int = Field(850, ge=1)          # embedding = hidden = last hidden (tied decoder); the retrained net
+    supernet_hidden_size: int | None = Field(None, ge=1)  # None = hidden_size; smaller = a proxy supernet (§5 item 23)
+    dropout: Number = Field(0.75, ge=0, lt=1)    # locked dropout on the cell output
+    dropouth: Number = Field(0.25, ge=0, lt=1)   # variational dropout on every state multiplied by a matrix
+    dropoutx: Number = Field(0.75, ge=0, lt=1)   # variational dropout on the cell input x
+    dropouti: Number = Field(0.2, ge=0, lt=1)    # locked dropout on the embedded input
+    dropoute: Number = Field(0.1, ge=0, lt=1)    # word-level embedding dropout
+    tar_beta: Number = Field(1e-3, ge=0)         # temporal activation regularisation on the cell outputs
+    ar_alpha: Number = Field(0.0, ge=0)          # activation regularisation on the dropped outputs
+    init_range: Number = Field(0.04, gt=0)
+    p_opwise: Number = Field(0.2, ge=0, le=1)    # mutation: redraw a node's activation (spec §3.1)
+    p_edgewise: Number = Field(0.1, ge=0, le=1)  # mutation: move a node's connection, keeping its activation
+    reference_hidden_state: bool = False         # true: carry the state across architecture switches (§6 item 6)
 
 
-def validate(section: dict) -> list[str]:
-    errors = []
-    sp, s, r = section["space"], section["search"], section["retrain"]
+class DartsRNNParams(SpaceParams):
+    """DARTS RNN on PTB. All cells have the same size, so the size prior of the selection is a constant."""
+    space: RNNSpaceSettings = section(RNNSpaceSettings)
+    supernet: PTBSupernetSettings = section(PTBSupernetSettings)
+    warmup: PTBWarmupSettings = section(PTBWarmupSettings)
+    search: PTBSearchSettings = section(PTBSearchSettings)
+    retrain: PTBRetrainSettings = section(PTBRetrainSettings)
 
-    def need(cond, key, value, msg):
-        if not cond:
-            errors.append(f"{key}: got {value!r}, {msg}")
-
-    need(sp["hidden_size"] >= 1, "space.hidden_size", sp["hidden_size"], "must be >= 1")
-    if sp["supernet_hidden_size"] is not None:
-        need(sp["supernet_hidden_size"] >= 1, "space.supernet_hidden_size", sp["supernet_hidden_size"], "must be >= 1")
-    for key in ("dropout", "dropouth", "dropoutx", "dropouti", "dropoute"):
-        need(0 <= sp[key] < 1, f"space.{key}", sp[key], "must be in [0, 1)")
-    for key in ("p_opwise", "p_edgewise"):
-        need(0 <= sp[key] <= 1, f"space.{key}", sp[key], "must be in [0, 1]")
-    for key in ("tar_beta", "ar_alpha"):
-        need(sp[key] >= 0, f"space.{key}", sp[key], "must be >= 0")
-    need(sp["init_range"] > 0, "space.init_range", sp["init_range"], "must be > 0")
-
-    need(s["bptt"] >= 2, "search.bptt", s["bptt"], "must be >= 2 (the half length must be >= 1)")
-    need(0 <= s["half_bptt_prob"] <= 1, "search.half_bptt_prob", s["half_bptt_prob"], "must be in [0, 1]")
-    need(s["clip"] > 0, "search.clip", s["clip"], "must be > 0")
-    for key in ("fitness_batch_size", "fitness_batches", "fitness_columns", "rank_min_count"):
-        need(s[key] >= 1, f"search.{key}", s[key], "must be >= 1")
-    if s["fitness_batch_size"] > s["fitness_columns"]:
-        errors.append(f"search.fitness_batch_size: {s['fitness_batch_size']} columns per member exceed "
-                      f"search.fitness_columns {s['fitness_columns']}")
-    need(0 <= s["fitness_momentum"] < 1, "search.fitness_momentum", s["fitness_momentum"], "must be in [0, 1)")
-    for stage in ("warmup", "search"):
-        b = section[stage]["batch_size"]
-        if s["data_subset"] and s["data_subset"] < 3 * b:
-            errors.append(f"search.data_subset: {s['data_subset']} tokens give fewer than 3 rows of "
-                          f"{stage}.batch_size {b} columns; use 0 (all) or at least {3 * b}")
-    need(s["data_subset"] >= 0, "search.data_subset", s["data_subset"], "must be >= 0 (0 = all of PTB train)")
-    for key, neutral in _IGNORED.items():
-        if s[key] != neutral:
-            errors.append(f"search.{key}: got {s[key]!r}, but darts-rnn does not use it; remove it "
-                          f"(or set {str(neutral).lower()})")
-
-    need(section["select"]["window"] >= 1, "select.window", section["select"]["window"], "must be >= 1 iteration")
-
-    for key in ("epochs", "batch_size", "eval_batch_size", "test_batch_size", "checkpoint_every", "nonmono",
-                "min_seq_len"):
-        need(r[key] >= 1, f"retrain.{key}", r[key], "must be >= 1")
-    need(r["bptt"] >= 2, "retrain.bptt", r["bptt"], "must be >= 2")
-    for key in ("lr", "clip"):
-        need(r[key] > 0, f"retrain.{key}", r[key], "must be > 0")
-    for key in ("weight_decay", "seq_len_std", "max_seq_len_delta", "test_every"):
-        need(r[key] >= 0, f"retrain.{key}", r[key], "must be >= 0")
-    need(0 <= r["half_bptt_prob"] <= 1, "retrain.half_bptt_prob", r["half_bptt_prob"], "must be in [0, 1]")
-    for key, batch in (("train_subset", "batch_size"), ("valid_subset", "eval_batch_size"),
-                       ("test_subset", "test_batch_size")):
-        need(r[key] >= 0, f"retrain.{key}", r[key], "must be >= 0 (0 = the whole split)")
-        if r[key] > 0 and r[key] < 3 * r[batch]:
-            errors.append(f"retrain.{key}: {r[key]} tokens give fewer than 3 rows of retrain.{batch} "
-                          f"{r[batch]} columns; use 0 (all) or at least {3 * r[batch]}")
-    return errors
+    def problems(self):
+        n = self.supernet.data_subset
+        for stage in ("warmup", "search"):
+            b = getattr(self, stage).batch_size
+            if n and n < 3 * b:
+                yield "supernet.data_subset", (f"{n} tokens give fewer than 3 rows of {stage}.batch_size {b} "
+                                               f"columns; use 0 (all) or at least {3 * b}")
 
 
 # --- notation ---------------------------------------------------------------------------------------------------
@@ -322,12 +227,17 @@ def check_arch(arch) -> tuple[tuple[int, int], ...]:
 # --- the space --------------------------------------------------------------------------------------------------
 
 class DartsRNNSpace:
+    """The DARTS recurrent-cell space on PTB (spec §3)."""
     name = NAME
+    Params = DartsRNNParams
+
+    @classmethod
+    def from_params(cls, section: dict) -> "DartsRNNSpace":
+        return cls(section)
 
     def __init__(self, section: dict | None = None):
         if section is None:
-            from eps.config import _plain_default
-            section = _plain_default(DEFAULT_PARAMS)
+            section = DartsRNNParams().model_dump()
         self.section = section
         sp = section["space"]
         self.hidden_size = sp["hidden_size"]
@@ -388,13 +298,10 @@ class DartsRNNSpace:
         return self._params_cache[key]
 
     def search_task(self, params: dict, data_root, device, seed: int, stage: str = "search"):
-        from eps.train.language import PTBSearchTask
+        from eps.spaces.darts_rnn.task import PTBSearchTask
         return PTBSearchTask(self, params, stage, data_root, device, seed)
 
     def retrain_task(self, arch, params: dict, data_root, device, seed: int):
-        from eps.train.language import PTBRetrainTask
+        from eps.spaces.darts_rnn.task import PTBRetrainTask
         return PTBRetrainTask(self, check_arch(arch), params, data_root, device, seed)
 
-
-def build(section: dict) -> DartsRNNSpace:
-    return DartsRNNSpace(section)

@@ -33,9 +33,9 @@ from typing import Callable, Iterable, Sequence
 from eps.errors import DataError
 
 from eps.io import atomic_open
-from eps.models.nb201 import OPS as _OPS
-from eps.spaces.nb201 import arch_to_str as _ops_to_arch_str
-from eps.spaces.nb201 import str_to_arch as _arch_str_to_ops
+from eps.spaces.nb201.model import OPS as _OPS
+from eps.spaces.nb201.space import arch_to_str as _ops_to_arch_str
+from eps.spaces.nb201.space import str_to_arch as _arch_str_to_ops
 
 __all__ = ["Snapshot", "RECORD_NAME_RE", "parse_record_file", "import_records", "read_history", "write_history"]
 

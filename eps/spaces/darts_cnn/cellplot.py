@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from eps import plotting
+
 OP_COLOURS = {
     "none": "#bbbbbb", "noise": "#9467bd", "skip_connect": "#7f7f7f", "max_pool_3x3": "#2ca02c",
     "avg_pool_3x3": "#98df8a", "sep_conv_3x3": "#1f77b4", "sep_conv_5x5": "#17becf", "dil_conv_3x3": "#d62728",
@@ -41,12 +43,7 @@ def _draw_cell(ax, cell, title: str) -> None:
 
 def draw_genotype(arch, path: str | Path) -> None:
     """``arch`` = (normal, reduce) as DartsCNNSpace stores it; writes both cells side by side to ``path``."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4), dpi=110)
+    fig, axes = plotting.subplots(1, 2, figsize=(13, 4), dpi=110)
     for ax, cell, title in zip(axes, arch, ("normal cell", "reduction cell")):
         _draw_cell(ax, cell, title)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    plotting.save(fig, path)

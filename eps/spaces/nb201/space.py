@@ -6,92 +6,37 @@ encoding EPS uses. Files and reports use the benchmark's arch string.
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
-from eps.config import SEARCH_LOOP_DEFAULTS, SELECT_DEFAULTS, Choice
+from eps.config import Number, section
 from eps.errors import ArchError
-from eps.models.nb201 import EDGES, OPS, NB201Network, NB201Supernet
+from eps.space import SpaceParams, SpaceSettings
+from eps.spaces.nb201.model import EDGES, OPS, NB201Network, NB201Supernet
+from eps.train.image import ImageRetrainSettings, ImageSupernetSettings
 
 NAME = "nb201"
 NUM_CELLS = len(OPS) ** len(EDGES)
 
-DEFAULT_PARAMS = {
-    "space": {
-        "dataset": Choice("cifar10", ("cifar10",)),
-        "channels": 16,
-        "cells_per_stage": 5,
-        "p_opwise": 0.5,
-    },
-    "warmup": {
-        "iterations": 0,
-        "batch_size": 128,
-        "lr": 0.1,
-        "momentum": 0.9,
-        "weight_decay": 4e-5,
-        "checkpoint_every": 1000,
-    },
-    "search": {
-        **SEARCH_LOOP_DEFAULTS,
-        "batch_size": 128,
-        "lr": 0.1,
-        "momentum": 0.9,
-        "weight_decay": 4e-5,
-        "label_smoothing": 0.1,
-        "fitness_batch_size": 250,
-        "rank_min_count": 2,
-        "first_measurement_offset": 1e-4,
-        "channels_last": True,
-        "skip_dead_edges": True,
-        "amp": False,
-        "data_subset": 0,
-    },
-    "select": SELECT_DEFAULTS,
-    "retrain": {
-        "epochs": 200,
-        "batch_size": 256,
-        "lr": 0.1,
-        "momentum": 0.9,
-        "nesterov": True,
-        "weight_decay": 5e-4,
-        "train_subset": 0,
-        "test_subset": 0,
-        "channels_last": True,
-        "amp": False,
-        "checkpoint_every": 1,
-    },
-}
+
+class NB201SpaceSettings(SpaceSettings):
+    dataset: Literal["cifar10"] = "cifar10"
+    channels: int = Field(16, ge=1)           # C of the first stage (NB201: 16)
+    cells_per_stage: int = Field(5, ge=1)     # N (NB201: 5)
+    p_opwise: Number = Field(0.5, ge=0, le=1)  # mutation: each edge redrawn with this probability (EPS code)
 
 
-def validate(section: dict) -> list[str]:
-    errors = []
-    if not 0 <= section["space"]["p_opwise"] <= 1:
-        errors.append(f"space.p_opwise: got {section['space']['p_opwise']}, must be in [0, 1]")
-    for key in ("channels", "cells_per_stage"):
-        if section["space"][key] < 1:
-            errors.append(f"space.{key}: got {section['space'][key]}, must be >= 1")
-    s = section["search"]
-    if s["data_subset"] < 0:
-        errors.append(f"search.data_subset: got {s['data_subset']}, must be >= 0 (0 = the whole half)")
-    for key in ("fitness_batch_size", "fitness_batches", "rank_min_count"):
-        if s[key] < 1:
-            errors.append(f"search.{key}: got {s[key]}, must be >= 1")
-    if not 0 <= s["fitness_momentum"] < 1:
-        errors.append(f"search.fitness_momentum: got {s['fitness_momentum']}, must be in [0, 1)")
-    if not 0 <= s["label_smoothing"] < 1:
-        errors.append(f"search.label_smoothing: got {s['label_smoothing']}, must be in [0, 1)")
-    if section["select"]["window"] < 1:
-        errors.append(f"select.window: got {section['select']['window']}, must be >= 1 iteration")
-    r = section["retrain"]
-    for key in ("epochs", "batch_size", "checkpoint_every"):
-        if r[key] < 1:
-            errors.append(f"retrain.{key}: got {r[key]}, must be >= 1")
-    for key in ("train_subset", "test_subset"):
-        if r[key] < 0:
-            errors.append(f"retrain.{key}: got {r[key]}, must be >= 0 (0 = the whole set)")
-    if r["lr"] <= 0:
-        errors.append(f"retrain.lr: got {r['lr']}, must be > 0")
-    return errors
+class NB201SupernetSettings(ImageSupernetSettings):
+    skip_dead_edges: bool = True   # skip edges whose output cannot reach the cell output (same loss, less work)
+
+
+class NB201Params(SpaceParams):
+    """NAS-Bench-201 on CIFAR-10: the search loop, selection and retrain values are the generic paper defaults."""
+    space: NB201SpaceSettings = section(NB201SpaceSettings)
+    supernet: NB201SupernetSettings = section(NB201SupernetSettings)
+    retrain: ImageRetrainSettings = section(ImageRetrainSettings)
 
 
 _NODE_RE = re.compile(r"^\|(?:[^|~+]+~\d+\|)+$")
@@ -160,7 +105,14 @@ def all_archs():
 
 
 class NB201Space:
+    """The NAS-Bench-201 cell space (spec §1.1); mutation redraws each edge with ``p_opwise`` (EPS code)."""
     name = NAME
+    Params = NB201Params
+
+    @classmethod
+    def from_params(cls, section: dict) -> "NB201Space":
+        s = section["space"]
+        return cls(s["channels"], s["cells_per_stage"], s["p_opwise"])
 
     def __init__(self, channels: int = 16, cells_per_stage: int = 5, p_opwise: float = 0.5, num_classes: int = 10):
         self.channels, self.cells_per_stage, self.num_classes = channels, cells_per_stage, num_classes
@@ -201,27 +153,21 @@ class NB201Space:
             self._params_cache[key] = sum(p.numel() for p in net.parameters())
         return self._params_cache[key]
 
-    def search_task(self, params: dict, data_root, device, seed: int, stage: str = "search"):
-        from eps.train.supernet import ImageSupernetTask
-        model = self.build_supernet(skip_dead_edges=params["search"]["skip_dead_edges"])
-        return ImageSupernetTask(model, params[stage], params["search"], data_root, device, seed,
-                                 dataset=params["space"]["dataset"], subset=params["search"]["data_subset"])
+    def search_task(self, section: dict, data_root, device, seed: int, stage: str = "search"):
+        from eps.train.image import ImageSupernetTask
+        model = self.build_supernet(skip_dead_edges=section["supernet"]["skip_dead_edges"])
+        return ImageSupernetTask(model, section, stage, data_root, device, seed, dataset=section["space"]["dataset"])
 
     def benchmark(self, data_root):
         """NAS-Bench-201 ground truth when the CSV is under the data root, else None."""
-        from eps.groundtruth import GroundTruth
+        from eps.spaces.nb201.groundtruth import GroundTruth
         from eps.errors import DataError
         try:
             return GroundTruth.load(data_root)
         except DataError:
             return None
 
-    def retrain_task(self, arch, params: dict, data_root, device, seed: int):
-        from eps.train.retrain import ImageRetrainTask
-        return ImageRetrainTask(self.build_network(arch), params["retrain"], data_root, device, seed,
-                                dataset=params["space"]["dataset"])
-
-
-def build(section: dict) -> NB201Space:
-    s = section["space"]
-    return NB201Space(s["channels"], s["cells_per_stage"], s["p_opwise"])
+    def retrain_task(self, arch, section: dict, data_root, device, seed: int):
+        from eps.train.image import ImageRetrainTask
+        return ImageRetrainTask(self.build_network(arch), section["retrain"], data_root, device, seed,
+                                dataset=section["space"]["dataset"])

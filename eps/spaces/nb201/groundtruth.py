@@ -41,7 +41,9 @@ _IMPORT_HINT = "run `eps nb201 import FILE` with the official NAS-Bench-201 .pth
 
 
 class GroundTruth:
-    """The accuracy table of NAS-Bench-201, one row per cell, columns held as NumPy arrays."""
+    """The accuracy table of NAS-Bench-201, one row per cell, columns held as NumPy arrays
+    (an ``eps.space.Benchmark``; reports rank cells by ``primary``)."""
+    primary = "cifar10_test"
 
     def __init__(self, index: np.ndarray, archs: Sequence[str], columns: dict[str, np.ndarray], source: str = ""):
         self.index = np.asarray(index, dtype=np.int64)

@@ -12,9 +12,17 @@ import ast
 
 import numpy as np
 
-from eps.config import SEARCH_LOOP_DEFAULTS, SELECT_DEFAULTS, Choice
+from typing import Literal
+
+from pydantic import Field
+
+from eps.config import Number, section
 from eps.errors import ArchError
-from eps.models.darts_cnn import (CONCAT, NUM_EDGES, OP_NAMES, PRIMITIVES, STEPS, DartsSupernet, NetworkCIFAR,
+from eps.search import SearchSettings
+from eps.space import SpaceParams, SpaceSettings
+from eps.spaces.darts_cnn.retrain import DartsRetrainSettings
+from eps.train.image import ImageSupernetSettings
+from eps.spaces.darts_cnn.model import (CONCAT, NUM_EDGES, OP_NAMES, PRIMITIVES, STEPS, DartsSupernet, NetworkCIFAR,
                                   _channel_plan, edge_index, make_op)
 
 NAME = "darts-cnn"
@@ -63,103 +71,26 @@ def drawable_ops(variant: str, s3_reference_none: bool = False):
     return cands
 
 
-DEFAULT_PARAMS = {
-    "space": {
-        "variant": Choice("darts", VARIANTS),
-        "s3_reference_none": False,
-        "dataset": Choice("cifar10", ("cifar10",)),
-        "channels": 16,
-        "layers": 20,
-        "p_opwise": 0.2,
-        "p_edgewise": 0.1,
-    },
-    "warmup": {
-        "iterations": 0,
-        "batch_size": 128,
-        "lr": 0.1,
-        "momentum": 0.9,
-        "weight_decay": 4e-5,
-        "checkpoint_every": 1000,
-    },
-    "search": {
-        **SEARCH_LOOP_DEFAULTS,
-        "batch_size": 128,
-        "lr": 0.1,
-        "momentum": 0.9,
-        "weight_decay": 4e-5,
-        "label_smoothing": 0.1,
-        "fitness_batch_size": 250,
-        "rank_min_count": 1,            # DARTS controllers rank members measured at least once (spec §2.2)
-        "first_measurement_offset": 0.0,
-        "channels_last": True,
-        "skip_dead_edges": True,         # NB201 notion; every DARTS node feeds the cell output, so nothing to skip
-        "amp": False,
-        "data_subset": 0,
-    },
-    "select": SELECT_DEFAULTS,
-    "retrain": {
-        "dataset": Choice("cifar10", ("cifar10", "cifar100", "svhn")),
-        "channels": 36,
-        "layers": 20,
-        "epochs": 600,
-        "batch_size": 96,               # global batch; under torchrun each of N ranks takes batch_size / N
-        "lr": 0.025,
-        "momentum": 0.9,
-        "nesterov": False,
-        "weight_decay": 3e-4,
-        "grad_clip": 5.0,
-        "auxiliary_weight": 0.4,
-        "drop_path": 0.2,
-        "cutout": 16,
-        "hflip": Choice("auto", ("auto", "on", "off")),   # auto: on for CIFAR, off for SVHN digits (§5 item 22)
-        "train_subset": 0,
-        "test_subset": 0,
-        "eval_batch_size": 500,
-        "channels_last": True,          # GPU only
-        "amp": True,                    # bf16 autocast on CUDA and on CPUs with native bf16 (AMX)
-        "sync_bn": False,               # multi-GPU: SyncBatchNorm over the global batch (CUDA only)
-        "checkpoint_every": 1,
-    },
-}
+class DartsSpaceSettings(SpaceSettings):
+    variant: Literal["darts", "s1", "s2", "s3", "s4"] = "darts"   # DARTS, or Robust-DARTS S1-S4 (spec §2.7)
+    s3_reference_none: bool = False   # true: S3 never draws `none` (the reference; makes S2 = S3, spec §6 item 5)
+    dataset: Literal["cifar10"] = "cifar10"
+    channels: int = Field(16, ge=1)   # supernet width
+    layers: int = Field(20, ge=3)     # supernet cells (two of them reduction cells)
+    p_opwise: Number = Field(0.2, ge=0, le=1)
+    p_edgewise: Number = Field(0.1, ge=0, le=1)
 
 
-def validate(section: dict) -> list[str]:
-    errors = []
-    sp = section["space"]
-    for key in ("p_opwise", "p_edgewise"):
-        if not 0 <= sp[key] <= 1:
-            errors.append(f"space.{key}: got {sp[key]}, must be in [0, 1]")
-    for sec in ("space", "retrain"):
-        if section[sec]["channels"] < 1:
-            errors.append(f"{sec}.channels: got {section[sec]['channels']}, must be >= 1")
-        if section[sec]["layers"] < 3:
-            errors.append(f"{sec}.layers: got {section[sec]['layers']}, must be >= 3 (two reduction cells)")
-    s = section["search"]
-    if s["data_subset"] < 0:
-        errors.append(f"search.data_subset: got {s['data_subset']}, must be >= 0 (0 = the whole half)")
-    for key in ("fitness_batch_size", "fitness_batches", "rank_min_count"):
-        if s[key] < 1:
-            errors.append(f"search.{key}: got {s[key]}, must be >= 1")
-    if not 0 <= s["fitness_momentum"] < 1:
-        errors.append(f"search.fitness_momentum: got {s['fitness_momentum']}, must be in [0, 1)")
-    if not 0 <= s["label_smoothing"] < 1:
-        errors.append(f"search.label_smoothing: got {s['label_smoothing']}, must be in [0, 1)")
-    if section["select"]["window"] < 1:
-        errors.append(f"select.window: got {section['select']['window']}, must be >= 1 iteration")
-    r = section["retrain"]
-    for key in ("epochs", "batch_size", "checkpoint_every", "eval_batch_size"):
-        if r[key] < 1:
-            errors.append(f"retrain.{key}: got {r[key]}, must be >= 1")
-    for key in ("train_subset", "test_subset", "cutout", "weight_decay", "auxiliary_weight", "grad_clip"):
-        if r[key] < 0:
-            errors.append(f"retrain.{key}: got {r[key]}, must be >= 0")
-    if r["lr"] <= 0:
-        errors.append(f"retrain.lr: got {r['lr']}, must be > 0")
-    if not 0 <= r["momentum"] < 1:
-        errors.append(f"retrain.momentum: got {r['momentum']}, must be in [0, 1)")
-    if not 0 <= r["drop_path"] < 1:
-        errors.append(f"retrain.drop_path: got {r['drop_path']}, must be in [0, 1)")
-    return errors
+class DartsSearchSettings(SearchSettings):
+    rank_min_count: int = Field(1, ge=1)           # DARTS controllers rank members measured once (spec §2.2)
+    first_measurement_offset: Number = 0.0
+
+
+class DartsCNNParams(SpaceParams):
+    space: DartsSpaceSettings = section(DartsSpaceSettings)
+    supernet: ImageSupernetSettings = section(ImageSupernetSettings)
+    search: DartsSearchSettings = section(DartsSearchSettings)
+    retrain: DartsRetrainSettings = section(DartsRetrainSettings)
 
 
 # ------------------------------------------------------------------------------------------------ genotype strings
@@ -293,7 +224,15 @@ def format_genotype(arch) -> str:
 # ----------------------------------------------------------------------------------------------------------- space
 
 class DartsCNNSpace:
+    """The DARTS CNN space and the Robust-DARTS spaces S1-S4 (spec §2); ``variant`` picks the per-edge lists."""
     name = NAME
+    Params = DartsCNNParams
+
+    @classmethod
+    def from_params(cls, section: dict) -> "DartsCNNSpace":
+        s, r = section["space"], section["retrain"]
+        return cls(s["variant"], s["s3_reference_none"], s["channels"], s["layers"], s["p_opwise"], s["p_edgewise"],
+                   r["channels"], r["layers"], NUM_CLASSES[r["dataset"]])
 
     def __init__(self, variant: str = "darts", s3_reference_none: bool = False, channels: int = 16, layers: int = 20,
                  p_opwise: float = 0.2, p_edgewise: float = 0.1, eval_channels: int = 36, eval_layers: int = 20,
@@ -360,7 +299,7 @@ class DartsCNNSpace:
 
     def draw(self, arch, path) -> None:
         """PNG of the normal and reduction cells (used by ``eps report``)."""
-        from eps.cellplot import draw_genotype
+        from eps.spaces.darts_cnn.cellplot import draw_genotype
         draw_genotype(arch, path)
 
     # networks
@@ -421,21 +360,15 @@ class DartsCNNSpace:
         return tuple(cells)
 
     # tasks
-    def search_task(self, params: dict, data_root, device, seed: int, stage: str = "search"):
-        from eps.train.supernet import ImageSupernetTask
-        model = self.build_supernet()
-        return ImageSupernetTask(model, params[stage], params["search"], data_root, device, seed,
-                                 dataset=params["space"]["dataset"], subset=params["search"]["data_subset"])
+    def search_task(self, section: dict, data_root, device, seed: int, stage: str = "search"):
+        from eps.train.image import ImageSupernetTask
+        return ImageSupernetTask(self.build_supernet(), section, stage, data_root, device, seed,
+                                 dataset=section["space"]["dataset"])
 
-    def retrain_task(self, arch, params: dict, data_root, device, seed: int):
-        from eps.train.darts_retrain import DartsRetrainTask
-        r = params["retrain"]
+    def retrain_task(self, arch, section: dict, data_root, device, seed: int):
+        from eps.spaces.darts_cnn.retrain import DartsRetrainTask
+        r = section["retrain"]
         model = self.build_network(arch, NUM_CLASSES[r["dataset"]], r["channels"], r["layers"],
                                    auxiliary=r["auxiliary_weight"] > 0)
         return DartsRetrainTask(model, r, data_root, device, seed)
 
-
-def build(section: dict) -> DartsCNNSpace:
-    s, r = section["space"], section["retrain"]
-    return DartsCNNSpace(s["variant"], s["s3_reference_none"], s["channels"], s["layers"], s["p_opwise"],
-                         s["p_edgewise"], r["channels"], r["layers"], NUM_CLASSES[r["dataset"]])

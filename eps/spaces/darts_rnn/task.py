@@ -8,15 +8,83 @@ no host synchronisation beyond what the protocol itself needs (sequence lengths 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from pydantic import Field
 
+from eps.config import Number
 from eps.data.ptb import batchify, get_batch, load_ptb
 from eps.errors import ConfigError
+from eps.retrain import RetrainSettings
+from eps.search import SearchSettings, WarmupSettings
+from eps.space import SupernetSettings
 from eps.train.common import make_generator, score_members, set_lr
+
+
+class PTBSupernetSettings(SupernetSettings):
+    data_subset: int = Field(0, ge=0)     # training tokens used (0 = all of PTB train); for tiny runs
+
+
+class PTBWarmupSettings(WarmupSettings):
+    """The reference has no warm-up: 0 iterations just saves the initialisation."""
+    lr: Number = Field(20.0, gt=0)
+    momentum: Number = Field(0.0, ge=0, lt=1)
+    weight_decay: Number = Field(8e-7, ge=0)
+
+
+class PTBSearchSettings(SearchSettings):
+    """The DARTS RNN search protocol (spec §3.3-3.5)."""
+    lr: Number = Field(20.0, gt=0)                      # times seq_len / bptt at every step
+    lr_schedule: Literal["cosine", "constant"] = "constant"
+    momentum: Number = Field(0.0, ge=0, lt=1)
+    weight_decay: Number = Field(8e-7, ge=0)
+    bptt: int = Field(35, ge=2)                         # the half length must be >= 1
+    half_bptt_prob: Number = Field(0.05, ge=0, le=1)    # seq_len = bptt w.p. 0.95, else int(bptt / 2); no jitter
+    clip: Number = Field(0.1, gt=0)                     # gradient global norm
+    fitness_batch_size: int = Field(256, ge=1)          # validation columns per member and batch
+    fitness_columns: int = Field(1024, ge=1)            # the validation split is cut into this many columns
+    rank_min_count: int = Field(1, ge=1)
+    first_measurement_offset: Number = 0.0
+
+    def problems(self):
+        yield from super().problems()
+        if self.fitness_batch_size > self.fitness_columns:
+            yield "fitness_batch_size", (f"{self.fitness_batch_size} columns per member exceed "
+                                         f"search.fitness_columns {self.fitness_columns}")
+
+
+class PTBRetrainSettings(RetrainSettings):
+    """DARTS / AWD-LSTM retraining on PTB (spec §3.6)."""
+    epochs: int = Field(3600, ge=1)                     # the paper's PTB run; DARTS trained for 8,000
+    batch_size: int = Field(64, ge=1)
+    eval_batch_size: int = Field(10, ge=1)
+    test_batch_size: int = Field(1, ge=1)
+    lr: Number = Field(20.0, gt=0)                      # times seq_len / bptt at every step, SGD and ASGD alike
+    weight_decay: Number = Field(8e-7, ge=0)
+    clip: Number = Field(0.25, gt=0)
+    bptt: int = Field(35, ge=2)
+    half_bptt_prob: Number = Field(0.05, ge=0, le=1)    # base bptt halved, then seq_len = max(min, int(N(base, std)))
+    seq_len_std: Number = Field(5.0, ge=0)
+    min_seq_len: int = Field(5, ge=1)
+    max_seq_len_delta: int = Field(20, ge=0)            # seq_len capped at bptt + delta
+    nonmono: int = Field(5, ge=1)                       # SGD -> ASGD when validation stops improving (spec §3.6)
+    train_subset: int = Field(0, ge=0)                  # tokens of each split used (0 = all); for tiny runs
+    valid_subset: int = Field(0, ge=0)
+    test_subset: int = Field(0, ge=0)
+    test_every: int = Field(100, ge=0)                  # epochs between test evaluations of the best model
+    checkpoint_every: int = Field(10, ge=1)
+
+    def problems(self):
+        for key, batch in (("train_subset", "batch_size"), ("valid_subset", "eval_batch_size"),
+                           ("test_subset", "test_batch_size")):
+            n, b = getattr(self, key), getattr(self, batch)
+            if 0 < n < 3 * b:
+                yield key, (f"{n} tokens give fewer than 3 rows of retrain.{batch} {b} columns; "
+                            f"use 0 (all) or at least {3 * b}")
 
 
 def should_switch_to_asgd(val_history, nonmono: int) -> bool:
@@ -84,10 +152,11 @@ class PTBSearchTask:
         self.device = device
         sp, st, s = section["space"], section[stage], section["search"]
         corpus = load_ptb(data_root)
-        train = corpus.train[: s["data_subset"]] if s["data_subset"] else corpus.train
+        subset = section["supernet"]["data_subset"]
+        train = corpus.train[:subset] if subset else corpus.train
         self.train_data = batchify(train, st["batch_size"]).to(device)
         if self.train_data.size(0) < 3:
-            raise ConfigError(f"darts-rnn.search.data_subset: {len(train)} tokens give "
+            raise ConfigError(f"darts-rnn.supernet.data_subset: {len(train)} tokens give "
                               f"{self.train_data.size(0)} rows of {st['batch_size']} columns; at least 3 are needed")
         self.valid_data = batchify(corpus.valid, s["fitness_columns"]).to(device)
         if self.valid_data.size(0) < 2:

@@ -12,17 +12,43 @@ checkpoints, per rank, so an interrupted run resumes to bit-identical weights.
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from pydantic import Field
 
 from eps import distributed
+from eps.config import Number
 from eps.data.augment import Normalize, crop_flip, cutout
 from eps.data.stream import BatchStream
 from eps.data.vision import RETRAIN_DATASETS
 from eps.errors import CheckpointError, ConfigError
 from eps.train.common import autocast, cosine_lr, make_generator, set_lr
-from eps.train.retrain import load_train_test
+from eps.train.image import ImageRetrainSettings, load_train_test
+
+
+class DartsRetrainSettings(ImageRetrainSettings):
+    """The DARTS / Robust-DARTS CIFAR retraining recipe (spec §2.5): what ``DartsRetrainTask`` reads."""
+    dataset: Literal["cifar10", "cifar100", "svhn"] = "cifar10"
+    channels: int = Field(36, ge=1)
+    layers: int = Field(20, ge=3)
+    epochs: int = Field(600, ge=1)
+    batch_size: int = Field(96, ge=1)        # global batch; under torchrun each of N ranks takes batch_size / N
+    lr: Number = Field(0.025, gt=0)
+    momentum: Number = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: Number = Field(3e-4, ge=0)
+    grad_clip: Number = Field(5.0, ge=0)
+    auxiliary_weight: Number = Field(0.4, ge=0)
+    drop_path: Number = Field(0.2, ge=0, lt=1)
+    cutout: int = Field(16, ge=0)
+    hflip: Literal["auto", "on", "off"] = "auto"   # auto: on for CIFAR, off for SVHN digits (spec §5 item 22)
+    eval_batch_size: int = Field(500, ge=1)
+    channels_last: bool = True               # GPU only
+    amp: bool = True                         # bf16 autocast on CUDA
+    sync_bn: bool = False                    # multi-GPU: SyncBatchNorm over the global batch (CUDA only)
 
 
 class DartsRetrainTask:

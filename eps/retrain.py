@@ -1,0 +1,57 @@
+"""Training a chosen architecture from scratch: the generic epoch loop with checkpoints that every space's
+retrain task runs under, and the settings it reads.
+"""
+from __future__ import annotations
+
+import time
+
+from pydantic import Field
+
+from eps import distributed
+from eps.config import Number, Settings
+from eps.checkpoint import CheckpointDir
+from eps.errors import NumericalError
+from eps.progress import progress_bar
+from eps.train.common import rng_state, set_rng_state
+
+
+class RetrainSettings(Settings):
+    """The epoch loop (``run_retrain``) and the optimiser values every retrain task reads."""
+    epochs: int = Field(200, ge=1)
+    batch_size: int = Field(256, ge=1)
+    lr: Number = Field(0.1, gt=0)
+    weight_decay: Number = Field(5e-4, ge=0)
+    checkpoint_every: int = Field(1, ge=1)    # epochs
+
+
+def run_retrain(task, epochs: int, checkpoint_every: int, ckpt: CheckpointDir, restart: bool = False,
+                log=None) -> dict:
+    """Epoch loop shared by all spaces: train, evaluate, checkpoint; returns {'history': [...], 'seconds': ...}."""
+    state = ckpt.load_latest(restart)
+    history: list[dict] = []
+    epoch = 0
+    if state is not None:
+        task.load_state_dict(state["task"])
+        set_rng_state(state["global_rng"], task.device)
+        history, epoch = state["history"], state["epoch"]
+    start = time.monotonic()
+    epoch_seconds = []  # kept out of `history`, so metrics stay bit-identical across interrupted runs
+    with progress_bar("retrain", epochs * task.steps_per_epoch, epoch * task.steps_per_epoch) as bar:
+        while epoch < epochs:
+            t0 = time.monotonic()
+            row = {"epoch": epoch + 1, **task.train_epoch(epoch, bar), **task.evaluate()}
+            epoch_seconds.append(time.monotonic() - t0)
+            if not all(v == v and abs(v) != float("inf") for v in row.values()):
+                raise NumericalError(f"non-finite metric in retrain epoch {epoch + 1} ({row}); "
+                                     f"the last good checkpoint is kept; lower the lr")
+            history.append(row)
+            epoch += 1
+            if log:
+                log(row)
+            if epoch % checkpoint_every == 0 or epoch == epochs:
+                # Every rank builds the state (a distributed task gathers per-rank parts); only rank 0 writes.
+                state = {"task": task.state_dict(), "global_rng": rng_state(task.device), "history": history,
+                         "epoch": epoch}
+                if distributed.is_main():
+                    ckpt.save(state)
+    return {"history": history, "seconds": time.monotonic() - start, "epoch_seconds": epoch_seconds}

@@ -1,0 +1,207 @@
+"""Image-classification tasks any CNN space can use: supernet training and fitness measurement
+(``ImageSupernetTask``, NB201 / EPS protocol) and retraining from scratch (``ImageRetrainTask``, NB201 protocol).
+
+The evolution loop sees only ``train_step(arch)`` and ``fitness(archs)``; both return device tensors, so the loop
+never synchronises with the device inside a round.
+"""
+from __future__ import annotations
+
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from pydantic import Field
+
+from eps.config import Number
+from eps.data.augment import Normalize, crop_flip
+from eps.data.cifar import CIFAR10_MEAN, CIFAR10_STD, load_cifar10, load_split
+from eps.data.stream import BatchStream
+from eps.retrain import RetrainSettings
+from eps.space import SupernetSettings
+from eps.train.common import autocast, cosine_lr, decay_groups, make_generator, score_members, set_lr
+
+DATASETS = {"cifar10": (load_cifar10, CIFAR10_MEAN, CIFAR10_STD)}
+
+
+class ImageSupernetSettings(SupernetSettings):
+    """What ``ImageSupernetTask`` reads besides the stage's optimiser values (``<space>.supernet``)."""
+    label_smoothing: Number = Field(0.1, ge=0, lt=1)  # training and fitness loss (EPS code)
+    channels_last: bool = True       # NHWC activations: faster convolutions on CPUs and tensor cores
+    amp: bool = False                # bf16 autocast on CUDA and on CPUs with native bf16; fp32 elsewhere
+    data_subset: int = Field(0, ge=0)  # first N indices of each half of the split (0 = all; tiny runs)
+
+
+class ImageRetrainSettings(RetrainSettings):
+    """What ``ImageRetrainTask`` reads (NB201 protocol): SGD with nesterov, cosine lr per iteration."""
+    momentum: Number = Field(0.9, ge=0, lt=1)
+    nesterov: bool = True
+    train_subset: int = Field(0, ge=0)   # first N training images (0 = all)
+    test_subset: int = Field(0, ge=0)    # first N test images (0 = all)
+    channels_last: bool = True
+    amp: bool = False
+
+
+class ImageSupernetTask:
+    """Supernet training on the split's train half and fitness on its valid half (spec §1.4, §6 item 3).
+
+    ``section`` is the space's validated params section; the optimiser takes ``section[stage]`` (warm-up or
+    search), the data and loss take ``section["supernet"]`` (``ImageSupernetSettings``) and fitness takes
+    ``section["search"]``. Images stay uint8 on the device; augmentation runs on batches there.
+    """
+
+    def __init__(self, model: nn.Module, section: dict, stage: str, data_root, device: torch.device, seed: int,
+                 dataset: str = "cifar10"):
+        net, opt, search = section["supernet"], section[stage], section["search"]
+        self.device = device
+        self.memory_format = torch.channels_last if net["channels_last"] else torch.contiguous_format
+        self.model = model.to(device, memory_format=self.memory_format)
+        self.amp = net["amp"]
+        self.label_smoothing = net["label_smoothing"]
+        subset = net["data_subset"]
+        self.fitness_batches = search["fitness_batches"]
+        self.fitness_shared = search["fitness_shared"]
+        self.optimizer = torch.optim.SGD(decay_groups(self.model, opt["weight_decay"]), lr=opt["lr"],
+                                         momentum=opt["momentum"])
+
+        load, mean, std = DATASETS[dataset]
+        images, labels = load(data_root, train=True)
+        train_idx, valid_idx = load_split(data_root, n=len(labels))
+        if subset:  # tiny configs for tests and demos: the first `subset` indices of each half
+            train_idx, valid_idx = train_idx[:subset], valid_idx[:subset]
+        norm = Normalize(mean, std, device)
+        to_dev = lambda idx: (images[torch.as_tensor(idx)].to(device), labels[torch.as_tensor(idx)].to(device))  # noqa: E731
+        self.train = BatchStream(*to_dev(train_idx), opt["batch_size"], make_generator(device, seed + 1),
+                                 transform=lambda x, g: norm(crop_flip(x, g)))
+        self.valid = BatchStream(*to_dev(valid_idx), search["fitness_batch_size"], make_generator(device, seed + 2),
+                                 transform=lambda x, g: norm(x))
+
+    def _loss(self, arch, x, y) -> torch.Tensor:
+        x = x.contiguous(memory_format=self.memory_format)
+        with autocast(self.device, self.amp):
+            logits = self.model(x, arch)
+        return F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
+
+    def train_step(self, arch, lr: float, skip_nonfinite: bool = False) -> torch.Tensor:
+        self.model.train()
+        set_lr(self.optimizer, lr)
+        x, y = self.train.next()
+        loss = self._loss(arch, x, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if skip_nonfinite and not torch.isfinite(loss):  # a host sync per step, paid only in skip mode
+            self.optimizer.zero_grad(set_to_none=True)
+            return loss.detach()
+        self.optimizer.step()
+        return loss.detach()
+
+    def fitness(self, archs: list) -> torch.Tensor:
+        """Label-smoothed validation loss of each arch, in training mode (batch-statistics BN), no gradients.
+
+        Unshared (the paper): each member takes the next batch(es) of the one fitness stream. Shared: all members of
+        the call are scored on the same batches, so each distinct arch is evaluated once.
+        """
+        self.model.train()
+        with torch.inference_mode():
+            return score_members(
+                archs, self.valid.next,
+                lambda arch, batches: torch.stack([self._loss(arch, x, y) for x, y in batches]).mean(),
+                self.fitness_batches, self.fitness_shared, self.device)
+
+    def validation_batches(self, n: int, seed: int) -> list:
+        """``n`` fixed batches of the fitness half (fitness batch size, no augmentation), drawn with their own
+        generator: the fitness stream and every other random state are left untouched."""
+        stream = BatchStream(self.valid.images, self.valid.labels, self.valid.batch_size,
+                             make_generator(self.device, seed), transform=self.valid.transform)
+        return [stream.next() for _ in range(n)]
+
+    def score(self, archs: list, batches: list) -> torch.Tensor:
+        """Mean label-smoothed loss of each arch over the same ``batches`` (as ``fitness``: training-mode BN, no
+        gradients); a device tensor, so the caller decides when to synchronise."""
+        self.model.train()
+        with torch.inference_mode():
+            losses = [torch.stack([self._loss(arch, x, y) for x, y in batches]).mean() for arch in archs]
+            return torch.stack(losses) if losses else torch.empty(0, device=self.device)
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "train": self.train.state_dict(), "valid": self.valid.state_dict()}
+
+    def load_state_dict(self, state: dict, weights_only: bool = False) -> None:
+        self.model.load_state_dict(state["model"])
+        if weights_only:
+            return
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.train.load_state_dict(state["train"])
+        self.valid.load_state_dict(state["valid"])
+
+
+def load_train_test(load, data_root, cfg: dict):
+    """The full training and test sets of an image dataset, cut to ``train_subset``/``test_subset`` when set."""
+    train_x, train_y = load(data_root, train=True)
+    test_x, test_y = load(data_root, train=False)
+    n_train, n_test = cfg["train_subset"] or len(train_y), cfg["test_subset"] or len(test_y)
+    return (train_x[:n_train], train_y[:n_train]), (test_x[:n_test], test_y[:n_test])
+
+
+class ImageRetrainTask:
+    """NAS-Bench-201 protocol: SGD nesterov, cosine lr stepped per iteration, crop+flip, full train set, test set."""
+
+    def __init__(self, model: nn.Module, cfg: dict, data_root, device: torch.device, seed: int,
+                 dataset: str = "cifar10"):
+        self.device, self.cfg = device, cfg
+        self.memory_format = torch.channels_last if cfg["channels_last"] else torch.contiguous_format
+        self.model = model.to(device, memory_format=self.memory_format)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],
+                                         nesterov=cfg["nesterov"], weight_decay=cfg["weight_decay"])
+        load, mean, std = DATASETS[dataset]
+        (train_x, train_y), (test_x, test_y) = load_train_test(load, data_root, cfg)
+        self.norm = Normalize(mean, std, device)
+        self.train = BatchStream(train_x.to(device), train_y.to(device), cfg["batch_size"],
+                                 make_generator(device, seed + 1), transform=lambda x, g: self.norm(crop_flip(x, g)))
+        self.test_x, self.test_y = test_x.to(device), test_y.to(device)
+        self.steps_per_epoch = self.train.batches_per_pass
+        self.total_steps = cfg["epochs"] * self.steps_per_epoch
+
+    def train_epoch(self, epoch: int, bar) -> dict:
+        self.model.train()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        seen = 0
+        for k in range(self.steps_per_epoch):
+            set_lr(self.optimizer, cosine_lr(self.cfg["lr"], epoch * self.steps_per_epoch + k, self.total_steps))
+            x, y = self.train.next()
+            with autocast(self.device, self.cfg["amp"]):
+                logits = self.model(x.contiguous(memory_format=self.memory_format))
+            loss = F.cross_entropy(logits.float(), y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.argmax(1) == y).sum()
+            seen += len(y)
+            bar.advance(1)
+        return {"train_loss": float(loss_sum) / seen, "train_acc": 100.0 * float(correct) / seen}
+
+    @torch.inference_mode()
+    def evaluate(self, batch_size: int = 500) -> dict:
+        self.model.eval()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        for i in range(0, len(self.test_y), batch_size):
+            x = self.norm(self.test_x[i:i + batch_size]).contiguous(memory_format=self.memory_format)
+            y = self.test_y[i:i + batch_size]
+            with autocast(self.device, self.cfg["amp"]):
+                logits = self.model(x).float()
+            loss_sum += F.cross_entropy(logits, y, reduction="sum")
+            correct += (logits.argmax(1) == y).sum()
+        n = len(self.test_y)
+        return {"test_loss": float(loss_sum) / n, "test_acc": 100.0 * float(correct) / n}
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "train": self.train.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.train.load_state_dict(state["train"])
