@@ -43,18 +43,42 @@ class Settings(BaseModel):
     A model-level rule reports a problem with :class:`Problem` so it is attached to the key it concerns.
     """
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, populate_by_name=True,
-                              validate_assignment=False)
+                              validate_default=True)
 
     def problems(self) -> Iterable[tuple[str, str]]:
         """Cross-key rules of this section: yield ``(key, message)`` pairs; override in subclasses."""
         return ()
 
-    @model_validator(mode="after")
-    def _cross_checks(self):
-        found = list(self.problems())
+    @model_validator(mode="wrap")
+    @classmethod
+    def _cross_checks(cls, data: Any, handler):
+        """Field checks, then ``problems()``. When some keys are bad, the cross-key rules still run on the others
+        (the bad ones at their defaults), so one pass reports every problem."""
+        try:
+            obj = handler(data)
+        except ValidationError as err:
+            details = [{"type": e["type"], "loc": e["loc"], "input": e["input"], **({"ctx": e["ctx"]} if "ctx" in e
+                                                                                    else {})}
+                       for e in err.errors(include_url=False)]
+            if isinstance(data, dict):
+                bad = {e["loc"][0] for e in details if e["loc"]}
+                try:
+                    partial = handler({k: v for k, v in data.items() if k not in bad})
+                    found = [(k, m) for k, m in partial.problems() if k.split(".")[0] not in bad]
+                except (ValidationError, ValueError):
+                    found = []
+                if found:
+                    details.append({"type": "value_error", "loc": (), "input": data,
+                                    "ctx": {"error": ValueError(_problem_text(found))}})
+            raise ValidationError.from_exception_data(cls.__name__, details) from None
+        found = list(obj.problems())
         if found:
-            raise ValueError("\n".join(f"@{key}: {msg}" for key, msg in found))
-        return self
+            raise ValueError(_problem_text(found))
+        return obj
+
+
+def _problem_text(found: list[tuple[str, str]]) -> str:
+    return "\n".join(f"@{key}: {msg}" for key, msg in found)
 
 
 def section(cls: type[Settings]):

@@ -161,8 +161,8 @@ def import_records(run_dir: Path = typer.Argument(..., help="Run folder of the r
     target = out / space / "search" / "history.jsonl"
     if target.exists() and not force:
         raise EpsError(f"{target} exists; pass --force to replace it, or choose another --out")
-    n = do_import(run_dir, target)
-    typer.echo(f"imported {n} snapshots into {target}; next: eps stage select --space {space} --out {out}")
+    snapshots = do_import(run_dir, target)
+    typer.echo(f"imported {len(snapshots)} snapshots into {target}; next: eps stage select --space {space} --out {out}")
 
 
 @study_app.command("correlation")

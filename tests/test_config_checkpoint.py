@@ -39,16 +39,8 @@ def test_all_problems_reported_at_once(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_params(write(tmp_path, bad))
     msg = str(err.value)
-    for needle in ("spaces: unknown space 'nope'", "nb201.search.val_interval: got -5",
-                   "nb201.space.p_opwise: got 1.5", "nb201.retrain.epochs: got 0"):
-        assert needle in msg
-    # rules across keys of a section run once that section's keys are valid, beside other sections' problems
-    bad["nb201"]["search"].pop("val_interval")
-    with pytest.raises(ConfigError) as err:
-        load_params(write(tmp_path, bad))
-    msg = str(err.value)
     for needle in ("spaces: unknown space 'nope'", "nb201.search.group: 300 is larger than search.population 256",
-                   "nb201.space.p_opwise: got 1.5", "nb201.retrain.epochs: got 0"):
+                   "nb201.search.val_interval: got -5", "nb201.space.p_opwise: got 1.5", "nb201.retrain.epochs: got 0"):
         assert needle in msg
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from eps.config import load_params
-from tests.conftest import DATA_ROOT, REPO
+from tests.conftest import DATA_ROOT, REPO, TINY_NB201
 
 BIN = Path(sys.executable).parent
 
@@ -55,3 +55,31 @@ def test_dvc_repro_caches_and_reruns_only_what_changed(tiny_params, tmp_path):
     assert '"epochs": 1' in (repo / "runs/nb201/retrain/metrics.json").read_text()
     status = sh("dvc status", repo)
     assert "up to date" in status
+
+
+def test_dvc_repro_runs_a_space_kept_outside_eps(tmp_path):
+    """The example space (examples/chain_space.py) through `dvc repro`: registered by `plugins`, its section pasted
+    from `eps params --space`, no file of eps touched."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for item in ("eps", "pipeline", "examples", ".dvc", "dvc.yaml", ".dvcignore"):
+        src = REPO / item
+        if src.is_dir():
+            shutil.copytree(src, repo / item, ignore=shutil.ignore_patterns("__pycache__", "cache", "tmp"))
+        else:
+            shutil.copy(src, repo / item)
+    ref = "examples/chain_space.py:ChainSpace"
+    section = yaml.safe_load(sh(f"eps params --space {ref}", repo))
+    section["chain"]["supernet"]["data_subset"] = 256
+    section["chain"]["search"].update(iterations=30, val_interval=10, population=8, group=4, parents=2,
+                                      batch_size=16, fitness_batch_size=32, checkpoint_every=1)
+    section["chain"]["select"]["window"] = 30
+    section["chain"]["retrain"].update(epochs=1, batch_size=32, train_subset=128, test_subset=100)
+    tiny_nb201 = yaml.safe_load(yaml.safe_dump(TINY_NB201))
+    params = {**load_params(None, tiny_nb201), "spaces": ["chain"], "plugins": [ref], **section}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh("git init -q && git config user.email t@t && git config user.name t && git add -A && git commit -qm init", repo)
+    first = sh("dvc repro", repo)
+    assert {f"{s}@chain" for s in ("warmup", "search", "select", "retrain", "report")} <= ran(first), first
+    assert (repo / "runs/chain/retrain/metrics.json").exists()
+    assert ran(sh("dvc repro", repo)) == set()
