@@ -96,17 +96,15 @@ class TopParams(Settings):
     # Spaces kept outside eps: `path/to/file.py:Class` or `package.module:Class`, imported before validation.
     plugins: list[str] = Field(default_factory=list)
 
-    @field_validator("spaces")
-    @classmethod
-    def _known_spaces(cls, spaces: list[str]) -> list[str]:
-        from eps.spaces import broken, registered
-        names = registered()
-        for name in spaces:
+    def problems(self):
+        from eps.spaces import broken
+        names = [f.alias for f in type(self).model_fields.values() if f.alias]  # one section per space
+        for name in self.spaces:
             if name in broken():
-                raise ValueError(f"@spaces: space {name!r} is unusable: {broken()[name]}")
-            if name not in names:
-                raise ValueError(f"@spaces: unknown space {name!r} (allowed: {', '.join(names)})")
-        return spaces
+                yield "spaces", f"space {name!r} is unusable: {broken()[name]}"
+            elif name not in names:
+                yield "spaces", (f"unknown space {name!r} (allowed: {', '.join(names)}; a space of your own is "
+                                 f"registered with plugins: [path/to/file.py:Class])")
 
     @field_validator("device")
     @classmethod
@@ -116,12 +114,13 @@ class TopParams(Settings):
         return dev
 
 
-def params_model() -> type[TopParams]:
-    """The params model of every usable registered space: ``TopParams`` plus ``study`` and one section per space."""
+def params_model(refs: tuple[str, ...] | list[str] = ()) -> type[TopParams]:
+    """The params model: ``TopParams``, ``study`` and one section per installed space and per space registered from
+    ``refs`` (``file.py:Class`` references)."""
     from eps.spaces import space_classes
     from eps.study import StudySettings
     fields = {"study": (StudySettings, section(StudySettings))}
-    for name, cls in space_classes().items():
+    for name, cls in space_classes(refs).items():
         fields[name.replace("-", "_")] = (cls.Params, Field(default_factory=cls.Params, alias=name))
     return create_model("Params", __base__=TopParams, **fields)
 
@@ -267,9 +266,10 @@ def load_params(path: str | os.PathLike | None = None, overrides: dict | None = 
     file_plugins = overlay.get("plugins", [])
     if isinstance(file_plugins, list):
         refs += [r for r in file_plugins if isinstance(r, str)]
-    for ref in dict.fromkeys(refs):
+    refs = list(dict.fromkeys(refs))
+    for ref in refs:
         register_ref(ref, base=Path(path).resolve().parent if path is not None else None)
-    model = params_model()
+    model = params_model(refs)
     try:
         params = model.model_validate(overlay)
     except ValidationError as err:

@@ -5,7 +5,6 @@ parameter counts, params sections from the space's own defaults, and a tiny warm
 regression on the reference implementation's published run."""
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest

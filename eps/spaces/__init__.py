@@ -161,9 +161,13 @@ def broken() -> dict[str, str]:
     return dict(_broken)
 
 
-def space_classes() -> dict[str, type]:
+def space_classes(refs: tuple[str, ...] | list[str] = ()) -> dict[str, type]:
+    """The installed spaces (built-in and entry points) plus those registered from ``refs``; spaces other loads
+    registered from references in the same process are left out, so a params file only ever has its own."""
     _load()
-    return dict(_classes)
+    by_ref = set(_refs.values())
+    wanted = {_refs.get(r, r) for r in refs}
+    return {n: c for n, c in _classes.items() if n not in by_ref or n in wanted}
 
 
 def space_class(name: str) -> type:
