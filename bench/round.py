@@ -1,7 +1,7 @@
 """Seconds per EPS round at the paper's sizes: 50 supernet steps at batch 128 + 64 fitness forwards at batch 250.
 
     python -m bench.round --space nb201|darts-cnn|darts-rnn [--device cpu|cuda] [--rounds 2] [--plain] [--amp]
-                          [--steps N --members M]
+                          [--steps N --members M] [--updates all_used|path_only]
 
 Uses real batches (CIFAR-10 or PTB from EPS_DATA_DIR) and random architectures from the space's own sampler; the first
 round is a warm-up and is not timed. ``--steps``/``--members`` time only part of a round (for the DARTS supernets on a
@@ -32,6 +32,8 @@ def main() -> None:
     ap.add_argument("--plain", action="store_true", help="reference-like path: NCHW, every edge executed")
     ap.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA, or a CPU with AMX/AVX512-BF16)")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--updates", choices=("all_used", "path_only"), default="all_used",
+                    help="supernet.optimizer_updates (image spaces): the reference's (default) or path-only SGD")
     ap.add_argument("--steps", type=int, default=0, help="train steps timed per round (default: val_interval)")
     ap.add_argument("--members", type=int, default=0, help="fitness forwards timed per round (default: group)")
     args = ap.parse_args()
@@ -46,6 +48,8 @@ def main() -> None:
             net["skip_dead_edges"] = False
     if "amp" in net:
         net["amp"] = args.amp
+    if "optimizer_updates" in net:
+        net["optimizer_updates"] = args.updates
     seed_everything(0)
     device = resolve_device(args.device)
     space = get_space(args.space, section)
@@ -80,6 +84,7 @@ def main() -> None:
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out = {
         "space": args.space, "device": str(device), "mode": "plain" if args.plain else "fast", "amp": args.amp,
+        "optimizer_updates": net.get("optimizer_updates"),
         "threads": torch.get_num_threads(), "partial": (steps, members) != (paper_steps, paper_members),
         "timed_steps": steps * args.rounds, "timed_members": members * args.rounds,
         "seconds_per_round": round(per_round, 3),

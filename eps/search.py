@@ -48,6 +48,9 @@ class SearchSettings(ControllerSettings, OptimizerSettings):
     checkpoints. The controller's keys come from ``ControllerSettings``."""
     iterations: int = Field(80000, ge=0)
     val_interval: int = Field(50, ge=1)          # training steps per round
+    # Steps of the first round (0 = val_interval). The DARTS RNN reference measures fitness first after 51
+    # batches, then every 50 (spec §3.5): 51 reproduces that.
+    first_round_steps: int = Field(0, ge=0)
     lr_schedule: Literal["cosine", "constant"] = "cosine"
     fitness_batch_size: int = Field(250, ge=1)
     fitness_batches: int = Field(1, ge=1)        # batches per member and measurement (spec §6 item 3)
@@ -144,8 +147,9 @@ def run_search(space: SearchSpace, task: SupernetTask, controller: Controller, c
         history.truncate(0)
         if warm_state is not None:
             task.load_state_dict(warm_state, weights_only=True)
+    first = cfg["first_round_steps"] or interval
     start, resumed_from = time.monotonic(), t
-    rounds_done = t // interval
+    rounds_done = 0 if t == 0 else 1 + (t - first) // interval
     # Kept in the checkpoint so that a run resumed from its final checkpoint reports the same last loss.
     last = float(state.get("last_train_loss", float("nan"))) if state is not None else float("nan")
 
@@ -162,7 +166,7 @@ def run_search(space: SearchSpace, task: SupernetTask, controller: Controller, c
             if t > 0:
                 history.append(controller.snapshot(t))
                 controller.evolve()
-            n = min(interval, total - t)
+            n = min(first if t == 0 else interval, total - t)
             archs, losses = [], []
             for k in range(n):
                 lr = cosine_lr(base_lr, t + k + 1, total) if cosine else base_lr

@@ -59,19 +59,29 @@ def collect_candidates(snapshots: Iterable[dict], window: int) -> tuple[list[Can
 
 
 def choose(candidates: list[Candidate], params_of: Callable[[str], int], max_params: int,
-           alpha: float, beta: float) -> dict[str, Candidate]:
+           alpha: float, beta: float, order: Callable[[str], object] | None = None) -> dict[str, Candidate]:
     """Both rules: the paper's size prior (arg-min of loss + alpha*exp(-beta*params/max_params), ties towards the
-    larger model, then the larger arch string, as the notebook's scan) and the prior-free lowest loss."""
+    larger model) and the prior-free lowest loss (ties likewise).
+
+    Exact ties of (score, params) go to the candidate whose ``order(arch)`` is last in ascending order, as the
+    notebook's scan over the list of op indices (spec §6 item 8); ``order`` is the space's ``decode`` (NB201: the
+    six op indices). Without it, or when those values do not compare, the arch string decides the same way.
+    """
     if not candidates:
         return {}
     for c in candidates:
         c.params = params_of(c.arch)
         c.score = c.loss + alpha * math.exp(-beta * c.params / max_params)
-    size_prior = min(candidates, key=lambda c: (c.score, -c.params, _desc(c.arch)))
-    prior_free = min(candidates, key=lambda c: (c.loss, -c.params, _desc(c.arch)))
-    return {"size_prior": size_prior, "prior_free": prior_free}
+    return {"size_prior": _best(candidates, lambda c: (c.score, -c.params), order),
+            "prior_free": _best(candidates, lambda c: (c.loss, -c.params), order)}
 
 
-def _desc(text: str) -> tuple:
-    # Sort key that orders strings descending inside an ascending min().
-    return tuple(-ord(ch) for ch in text) + (1,)
+def _best(candidates: list[Candidate], key, order) -> Candidate:
+    top = min(key(c) for c in candidates)
+    tied = [c for c in candidates if key(c) == top]
+    if len(tied) > 1 and order is not None:
+        try:
+            return max(tied, key=lambda c: order(c.arch))
+        except TypeError:  # a space whose architectures do not compare
+            pass
+    return max(tied, key=lambda c: c.arch)

@@ -77,6 +77,7 @@ class RetrainTask(Protocol):
     model: nn.Module
     device: torch.device
     steps_per_epoch: int
+    precision: str      # "fp32" or "bf16": what the arithmetic really ran in (reported with the result)
 
     def train_epoch(self, epoch: int, bar) -> dict:
         """One epoch (0-based ``epoch``); advances ``bar`` per step; returns train metrics (floats)."""

@@ -157,7 +157,7 @@ def select(space_name: str, params: dict, out: str | Path, restart: bool = False
         space.decode(c.arch)  # refuse histories written in another space's notation
     max_params = space.num_params(space.largest())
     chosen = choose(candidates, lambda a: space.num_params(space.decode(a)), max_params,
-                    cfg["alpha"], cfg["beta"])
+                    cfg["alpha"], cfg["beta"], order=space.decode)
     bench = benchmark_of(space, data_root(params))
     result = {"rule": cfg["rule"], "arch": chosen[cfg["rule"]].arch, "final_iteration": final,
               "window": cfg["window"], "candidates": len(candidates), "max_params": max_params}
@@ -220,7 +220,8 @@ def _retrain(space_name: str, params: dict, out: str | Path, restart: bool, arch
     eio.write_text(d / "curve.csv", buf.getvalue())
     final = {k: v for k, v in hist[-1].items() if k != "epoch"}
     eio.write_json(d / "metrics.json", {"arch": arch, "epochs": len(hist), "params": space.num_params(cell),
-                                       **final, "seed": params["seed"]})
+                                       **final, "seed": params["seed"],
+                                       "precision": task.precision})
     timing = {"seconds": res["seconds"], "epoch_seconds": res["epoch_seconds"]}
     if digests is not None:  # DDP replicas must end identical; a mismatch is reported, the outputs still written
         timing.update(world_size=world, replica_digests=digests, replicas_identical=len(set(digests)) == 1)

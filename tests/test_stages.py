@@ -128,7 +128,7 @@ def test_changed_params_refuse_checkpoint_without_restart(tiny_params, tmp_path)
 
 
 def test_retrain_killed_at_random_moments_resumes_exactly(tmp_path):
-    params = write_tiny_params(tmp_path, retrain=dict(epochs=8, train_subset=512, checkpoint_every=1))
+    params = write_tiny_params(tmp_path, retrain=dict(epochs=30, train_subset=512, checkpoint_every=1))
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     for out in (ref, killed):
         for stage in ("warmup", "search", "select"):

@@ -93,17 +93,24 @@ def autocast(device: torch.device, enabled: bool):
 
 
 def rng_state(device: torch.device) -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()[1].tolist(),
-             "python": list(random.getstate()[1])}
+    """Every global generator's full state (Python, NumPy, torch CPU and the CUDA device), for checkpoints."""
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "numpy": keys.tolist(), "numpy_pos": int(pos),
+             "numpy_gauss": [int(has_gauss), float(cached)], "python": list(random.getstate()[1]),
+             "python_gauss": random.getstate()[2]}
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
 def set_rng_state(state: dict, device: torch.device) -> None:
+    """Restore ``rng_state()`` exactly: NumPy's position in its key block and cached Gaussian included (checkpoints
+    written before they were saved restore the key block at the start of a new block, as they always did)."""
     torch.set_rng_state(state["torch"])
-    np.random.set_state(("MT19937", np.asarray(state["numpy"], dtype=np.uint32), 624, 0, 0.0))
-    random.setstate((3, tuple(state["python"]), None))
+    has_gauss, cached = state.get("numpy_gauss", (0, 0.0))
+    np.random.set_state(("MT19937", np.asarray(state["numpy"], dtype=np.uint32), state.get("numpy_pos", 624),
+                         int(has_gauss), float(cached)))
+    random.setstate((3, tuple(state["python"]), state.get("python_gauss")))
     if "cuda" in state and device.type == "cuda":
         torch.cuda.set_rng_state(state["cuda"], device)
 

@@ -6,6 +6,7 @@ never synchronises with the device inside a round.
 """
 from __future__ import annotations
 
+from typing import Literal, Protocol, runtime_checkable
 
 import torch
 import torch.nn as nn
@@ -18,13 +19,17 @@ from eps.data.cifar import CIFAR10_MEAN, CIFAR10_STD, load_cifar10, load_split
 from eps.data.stream import BatchStream
 from eps.retrain import RetrainSettings
 from eps.space import SupernetSettings
-from eps.train.common import autocast, cosine_lr, decay_groups, make_generator, score_members, set_lr
+from eps.train.common import amp_active, autocast, cosine_lr, decay_groups, make_generator, score_members, set_lr
 
 DATASETS = {"cifar10": (load_cifar10, CIFAR10_MEAN, CIFAR10_STD)}
 
 
 class ImageSupernetSettings(SupernetSettings):
     """What ``ImageSupernetTask`` reads besides the stage's optimiser values (``<space>.supernet``)."""
+    # all_used (the reference, spec §6 item 7): a weight that has received a gradient once keeps a zero gradient, so
+    # SGD applies momentum and weight decay to it at every later step, on the path or not. path_only: only the
+    # weights of the current path move.
+    optimizer_updates: Literal["all_used", "path_only"] = "all_used"
     label_smoothing: Number = Field(0.1, ge=0, lt=1)  # training and fitness loss (EPS code)
     channels_last: bool = True       # NHWC activations: faster convolutions on CPUs and tensor cores
     amp: bool = False                # bf16 autocast on CUDA and on CPUs with native bf16; fp32 elsewhere
@@ -39,6 +44,14 @@ class ImageRetrainSettings(RetrainSettings):
     test_subset: int = Field(0, ge=0)    # first N test images (0 = all)
     channels_last: bool = True
     amp: bool = False
+
+
+@runtime_checkable
+class PathParameters(Protocol):
+    """A supernet that skips work on some edges of a path (e.g. NB201's dead edges) names every parameter the
+    plain computation of ``arch`` would have touched, so ``all_used`` updates count them as used."""
+
+    def path_parameters(self, arch) -> list[nn.Parameter]: ...
 
 
 class ImageSupernetTask:
@@ -56,6 +69,7 @@ class ImageSupernetTask:
         self.memory_format = torch.channels_last if net["channels_last"] else torch.contiguous_format
         self.model = model.to(device, memory_format=self.memory_format)
         self.amp = net["amp"]
+        self.path_only = net["optimizer_updates"] == "path_only"
         self.label_smoothing = net["label_smoothing"]
         subset = net["data_subset"]
         self.fitness_batches = search["fitness_batches"]
@@ -86,13 +100,22 @@ class ImageSupernetTask:
         set_lr(self.optimizer, lr)
         x, y = self.train.next()
         loss = self._loss(arch, x, y)
-        self.optimizer.zero_grad(set_to_none=True)
+        # PyTorch 1.x's zero_grad, which the reference ran on, zero-filled gradients: set_to_none=False keeps that,
+        # so SGD's momentum and weight decay reach every weight used before, as in the reference (spec §6 item 7).
+        self.optimizer.zero_grad(set_to_none=self.path_only)
         loss.backward()
+        if not self.path_only and isinstance(self.model, PathParameters):
+            for p in self.model.path_parameters(arch):
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
         if skip_nonfinite and not torch.isfinite(loss):  # a host sync per step, paid only in skip mode
-            self.optimizer.zero_grad(set_to_none=True)
+            self.optimizer.zero_grad(set_to_none=self.path_only)
             return loss.detach()
         self.optimizer.step()
         return loss.detach()
+
+    def _used(self) -> list[str]:
+        return [name for name, p in self.model.named_parameters() if p.grad is not None]
 
     def fitness(self, archs: list) -> torch.Tensor:
         """Label-smoothed validation loss of each arch, in training mode (batch-statistics BN), no gradients.
@@ -123,8 +146,9 @@ class ImageSupernetTask:
             return torch.stack(losses) if losses else torch.empty(0, device=self.device)
 
     def state_dict(self) -> dict:
+        """Weights, optimiser, data streams, and which weights have been used (they keep zero gradients)."""
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "train": self.train.state_dict(), "valid": self.valid.state_dict()}
+                "train": self.train.state_dict(), "valid": self.valid.state_dict(), "used": self._used()}
 
     def load_state_dict(self, state: dict, weights_only: bool = False) -> None:
         self.model.load_state_dict(state["model"])
@@ -133,6 +157,9 @@ class ImageSupernetTask:
         self.optimizer.load_state_dict(state["optimizer"])
         self.train.load_state_dict(state["train"])
         self.valid.load_state_dict(state["valid"])
+        used = set(state.get("used", ()))
+        for name, p in self.model.named_parameters():
+            p.grad = torch.zeros_like(p) if name in used else None
 
 
 def load_train_test(load, data_root, cfg: dict):
@@ -149,6 +176,7 @@ class ImageRetrainTask:
     def __init__(self, model: nn.Module, cfg: dict, data_root, device: torch.device, seed: int,
                  dataset: str = "cifar10"):
         self.device, self.cfg = device, cfg
+        self.precision = "bf16" if amp_active(device, cfg["amp"]) else "fp32"
         self.memory_format = torch.channels_last if cfg["channels_last"] else torch.contiguous_format
         self.model = model.to(device, memory_format=self.memory_format)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],

@@ -47,7 +47,7 @@ class DartsRetrainSettings(ImageRetrainSettings):
     hflip: Literal["auto", "on", "off"] = "auto"   # auto: on for CIFAR, off for SVHN digits (spec §5 item 22)
     eval_batch_size: int = Field(500, ge=1)
     channels_last: bool = True               # GPU only
-    amp: bool = True                         # bf16 autocast on CUDA
+    amp: bool = False                        # true: bf16 autocast on CUDA (the recipe is fp32; the report says which)
     sync_bn: bool = False                    # multi-GPU: SyncBatchNorm over the global batch (CUDA only)
 
 
@@ -62,6 +62,7 @@ class DartsRetrainTask:
                               f"the {self.world} processes of this run")
         cuda = device.type == "cuda"
         self.amp = cfg["amp"] and cuda
+        self.precision = "bf16" if self.amp else "fp32"
         self.memory_format = torch.channels_last if cfg["channels_last"] and cuda else torch.contiguous_format
         if cfg["sync_bn"] and cuda and self.world > 1:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)

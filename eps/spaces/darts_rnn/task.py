@@ -253,6 +253,8 @@ class PTBRetrainTask:
     best weights are loaded into ``model``, so the saved model is the one the test number belongs to.
     """
 
+    precision = "fp32"
+
     def __init__(self, space, arch, section: dict, data_root, device: torch.device, seed: int):
         self.device = device
         self.cfg = cfg = section["retrain"]

@@ -195,6 +195,12 @@ class NB201Supernet(nn.Module):
             self._plans[arch] = live_edges(arch)
         return self._plans[arch]
 
+    def path_parameters(self, arch) -> list[nn.Parameter]:
+        """The weights of every cell's chosen operations, dead edges included: the plain computation runs them
+        (they get zero gradients), the fast path skips them (``eps.train.image.PathParameters``)."""
+        return [p for layer, is_cell in zip(self.layers, self.is_cell) if is_cell
+                for e, op in enumerate(arch) for p in layer.edges[e][op].parameters()]
+
     def forward(self, x, arch):
         plan = self.plan(arch)
         x = self.stem(x)
