@@ -4,15 +4,22 @@ File layout: ``MAGIC`` + 64 hex chars of sha256(payload) + newline + payload, wh
 ``torch.save`` of a dict of tensors and plain Python containers, loaded back with ``weights_only=True`` so a
 checkpoint can never run code. ``last.pt`` is the newest checkpoint, ``prev.pt`` the one before it; a corrupt
 ``last.pt`` (a torn write cannot happen thanks to rename, but disks and copies do fail) falls back to ``prev.pt``.
+A checkpoint that loads but lacks what the run needs (keys, tensor shapes: ``template``), or that does not belong
+to the files beside it (``check``, e.g. the snapshot history), is treated like a corrupt one; and a bad
+``last.pt`` is never rotated over a good ``prev.pt``.
+
+``data_fingerprint`` records the data files a task opens, so the identity of a run covers its inputs too.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -68,6 +75,48 @@ def load(path: str | os.PathLike) -> dict:
     return loads(data, str(path))
 
 
+# Files at most this large are identified by a digest of their content; larger ones by size and modification time.
+DIGEST_LIMIT = 16 << 20
+_opened: list | None = None
+
+
+def _audit(event: str, args: tuple) -> None:
+    if event == "open" and _opened is not None and args and isinstance(args[0], (str, os.PathLike)):
+        _opened.append(args[0])
+
+
+_hooked = False
+
+
+@contextlib.contextmanager
+def data_fingerprint(root: str | os.PathLike) -> Iterator[dict]:
+    """Record the files under ``root`` that the block opens (through Python's ``open`` audit event, so any space's
+    loaders are covered) and fill the yielded dict with ``{path relative to root: identity}``: ``sha256:...`` of
+    files up to ``DIGEST_LIMIT``, ``size ... mtime ...`` of larger ones. Part of a checkpoint's identity, so a
+    resume after the data changed (a new split file, another dataset copy) is refused with the file named."""
+    global _opened, _hooked
+    if not _hooked:
+        sys.addaudithook(_audit)
+        _hooked = True
+    base = os.path.abspath(root)
+    seen: list = []
+    outer, _opened = _opened, seen
+    found: dict = {}
+    try:
+        yield found
+    finally:
+        _opened = outer
+        if outer is not None:
+            outer.extend(seen)
+    for p in dict.fromkeys(os.path.abspath(os.fspath(x)) for x in seen):
+        rel = os.path.relpath(p, base)
+        if rel.startswith(os.pardir) or rel in found or not os.path.isfile(p):
+            continue
+        st = os.stat(p)
+        found[rel] = f"sha256:{file_digest(p)}" if st.st_size <= DIGEST_LIMIT else \
+            f"size {st.st_size} mtime {st.st_mtime_ns}"
+
+
 def diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
     """Key paths whose values differ between two nested dicts (for 'made with other params' messages)."""
     if isinstance(a, dict) and isinstance(b, dict):
@@ -78,14 +127,38 @@ def diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [prefix or "<root>"]
 
 
-class CheckpointDir:
-    """``last.pt`` + ``prev.pt`` in one folder, tied to a fingerprint of what the run depends on."""
+def missing_keys(template: Any, value: Any, prefix: str = "") -> list[str]:
+    """Key paths that ``template`` has and ``value`` lacks (dicts, recursively), plus floating-point tensors whose
+    shape differs. Lists and other values are not compared; an empty dict or None in ``template`` accepts anything
+    of its kind."""
+    if isinstance(template, dict):
+        if not isinstance(value, dict):
+            return [prefix or "<root>"]
+        out = []
+        for k, v in template.items():
+            path = f"{prefix}.{k}" if prefix else str(k)
+            out += missing_keys(v, value[k], path) if k in value else [path]
+        return out
+    if isinstance(template, torch.Tensor) and template.is_floating_point():
+        if not isinstance(value, torch.Tensor) or value.shape != template.shape:
+            return [f"{prefix} (shape)"]
+    return []
 
-    def __init__(self, directory: str | os.PathLike, identity: dict, log=print):
+
+class CheckpointDir:
+    """``last.pt`` + ``prev.pt`` in one folder, tied to a fingerprint of what the run depends on.
+
+    ``template`` (optional): a state whose key structure every usable checkpoint state must contain (see
+    ``missing_keys``); ``load_latest`` also takes one, and a ``check(state)`` returning a problem or None.
+    """
+
+    def __init__(self, directory: str | os.PathLike, identity: dict, log=print, template: dict | None = None):
         self.dir = Path(directory)
         self.identity = identity
         self.key = fingerprint(identity)
         self.log = log
+        self.template = template
+        self._last_ok: bool | None = None  # whether last.pt is a good checkpoint (None: not known yet)
 
     @property
     def last(self) -> Path:
@@ -99,15 +172,36 @@ class CheckpointDir:
         self.dir.mkdir(parents=True, exist_ok=True)
         data = dumps({"identity_key": self.key, "identity": self.identity, "state": state})
         if self.last.exists():
-            os.replace(self.last, self.prev)
+            if self._last_ok is None:
+                self._last_ok = self._problem(self.last) is None
+            if self._last_ok:
+                os.replace(self.last, self.prev)
+            else:  # keep the good prev.pt: the bad last.pt is simply overwritten
+                self.log(f"note: replacing the unusable {self.last}; {self.prev} is kept")
+        self._last_ok = False  # until the new file is in place
         eio.write_bytes(self.last, data)
+        self._last_ok = True
 
-    def load_latest(self, restart: bool = False) -> dict | None:
+    def _problem(self, path: Path) -> str | None:
+        """Why the checkpoint at ``path`` is bad (None when it loads and has the template's keys)."""
+        try:
+            ckpt = load(path)
+        except CheckpointError as err:
+            return str(err)
+        if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state"), dict):
+            return f"{path} is not a checkpoint of a run (no state)"
+        return self._check_state(path, ckpt["state"], self.template, None)
+
+    def load_latest(self, restart: bool = False, template: dict | None = None,
+                    check: Callable[[dict], str | None] | None = None) -> dict | None:
         """The newest good checkpoint's state, or None to start fresh.
 
+        A checkpoint is good when it loads (checksum), matches this run's identity, has the keys of ``template``
+        (default: the one given at construction) and passes ``check(state)`` (a problem as a string, or None).
         Raises CheckpointError when checkpoints exist but none is usable, unless ``restart`` is set, so that hours of
         work are never silently thrown away.
         """
+        template = self.template if template is None else template
         problems = []
         for path in (self.last, self.prev):
             if not path.exists():
@@ -115,10 +209,12 @@ class CheckpointDir:
             try:
                 ckpt = load(path)
             except CheckpointError as err:
-                self.log(f"warning: {err}; trying the previous checkpoint")
-                problems.append(str(err))
-                continue
-            if ckpt.get("identity_key") != self.key:
+                ckpt, why = None, str(err)
+            else:
+                why = None
+                if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state"), dict):
+                    why = f"{path} is not a checkpoint of a run (no state)"
+            if why is None and ckpt.get("identity_key") != self.key:
                 changed = diff_keys(ckpt.get("identity", {}), self.identity)
                 msg = (f"checkpoint {path} was made with different params or inputs (changed: {', '.join(changed) or '?'}); "
                        f"restore them, or rerun with --restart to discard it")
@@ -126,11 +222,43 @@ class CheckpointDir:
                     self.log(f"note: {msg}; starting afresh")
                     return None
                 raise CheckpointError(msg)
+            if why is None:
+                why = self._check_state(path, ckpt["state"], template, check)
+            if why is not None:
+                if path == self.last:
+                    self._last_ok = False
+                problems.append(why)
+                continue
+            if path == self.last:
+                self._last_ok = True
+            else:
+                for why in problems:
+                    self.log(f"warning: {why}; using the previous checkpoint {path}")
             return ckpt["state"]
         if problems and not restart:
-            raise CheckpointError(f"no usable checkpoint in {self.dir} ({problems[-1]}); rerun with --restart to start afresh")
+            raise CheckpointError(f"no usable checkpoint in {self.dir} ({'; '.join(problems)}); "
+                                  f"rerun with --restart to start afresh")
+        if problems:
+            self.log(f"note: no usable checkpoint in {self.dir} ({'; '.join(problems)}); starting afresh (--restart)")
+        return None
+
+    @staticmethod
+    def _check_state(path: Path, state: dict, template, check) -> str | None:
+        if template is not None:
+            missing = missing_keys(template, state)
+            if missing:
+                shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+                return f"{path} lacks {shown} (incomplete, or from another version of eps)"
+        if check is not None:
+            try:
+                why = check(state)
+            except (KeyError, TypeError, ValueError, AttributeError) as err:
+                why = f"it cannot be checked ({type(err).__name__}: {err})"
+            if why:
+                return f"{path} does not fit this run: {why}"
         return None
 
     def clear(self) -> None:
         for p in (self.last, self.prev):
             p.unlink(missing_ok=True)
+        self._last_ok = None

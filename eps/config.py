@@ -161,6 +161,9 @@ def _error_lines(err: ValidationError, model: type[BaseModel]) -> list[str]:
             tail = ".".join(loc[1:]) if len(loc) > 1 else ""
             if tail in _MOVED and _MOVED[tail].split(".")[1] in _allowed(model, [loc[0], "supernet"]):
                 lines.append(f"{path}: moved to {loc[0]}.{_MOVED[tail]} (see the README's migration notes)")
+            elif tail in _MOVED:
+                lines.append(f"{path}: removed, it had no effect in {loc[0]}; delete it (see the README's "
+                             f"migration notes)")
             else:
                 lines.append(f"{path}: unknown key (allowed here: {', '.join(_allowed(model, loc[:-1]))})")
             continue
@@ -267,8 +270,9 @@ def load_params(path: str | os.PathLike | None = None, overrides: dict | None = 
     if isinstance(file_plugins, list):
         refs += [r for r in file_plugins if isinstance(r, str)]
     refs = list(dict.fromkeys(refs))
+    cli_refs = set(plugins) - set(file_plugins if isinstance(file_plugins, list) else [])
     for ref in refs:
-        register_ref(ref, base=Path(path).resolve().parent if path is not None else None)
+        register_ref(ref, base=Path(path).resolve().parent if path is not None else None, by_name=ref not in cli_refs)
     model = params_model(refs)
     try:
         params = model.model_validate(overlay)

@@ -30,6 +30,16 @@ class ControllerSettings(Settings):
     fitness_members: Literal["group", "trained"] = "group"
     rank_min_count: int = Field(2, ge=1)    # measurements before a member is ranked by loss (NB201 reference: 2)
     first_measurement_offset: Number = 1e-4  # added to a member's first loss (NB201 reference tie-breaker)
+    # How children are proposed (spec §1.8): mutation of the group's best (the paper), or the predictor variant:
+    # an MLP trained on the measured members picks, parents x children_per_parent times, the best of
+    # `predictor_candidates` random architectures (eps/predictor.py).
+    proposer: Literal["mutation", "predictor"] = "mutation"
+    predictor_candidates: int = Field(256, ge=1)
+    predictor_steps: int = Field(20, ge=0)          # Adam steps per selection
+    predictor_batch_size: int = Field(32, ge=1)
+    predictor_lr: Number = Field(1e-3, gt=0)
+    predictor_inputs: Literal["ordinal", "one_hot"] = "ordinal"   # the space's encoding (reference: ordinal)
+    predictor_reference_shapes: bool = False        # true: the reference's (B, 1) vs (B,) MSE broadcast (§5 item 13)
 
     def problems(self):
         if self.group > self.population:
@@ -60,11 +70,13 @@ class Controller:
         return cls(space, rng, population=cfg["population"], group=cfg["group"], parents=cfg["parents"],
                    children_per_parent=cfg["children_per_parent"], strategy=cfg["strategy"],
                    fitness_momentum=cfg["fitness_momentum"], rank_min_count=cfg["rank_min_count"],
-                   first_measurement_offset=cfg["first_measurement_offset"], measure=cfg["fitness_members"])
+                   first_measurement_offset=cfg["first_measurement_offset"], measure=cfg["fitness_members"],
+                   predictor=cfg if cfg["proposer"] == "predictor" else None)
 
     def __init__(self, space: SearchSpace, rng: np.random.Generator, population: int = 256, group: int = 64,
                  parents: int = 4, children_per_parent: int = 1, strategy: str = "eps", fitness_momentum: float = 0.0,
-                 rank_min_count: int = 1, first_measurement_offset: float = 0.0, measure: str = "group"):
+                 rank_min_count: int = 1, first_measurement_offset: float = 0.0, measure: str = "group",
+                 predictor: dict | None = None):
         self.space, self.rng = space, rng
         self.population_size, self.group_size = population, group
         self.parents, self.children_per_parent = parents, children_per_parent
@@ -77,6 +89,19 @@ class Controller:
         self.group: list[int] = []   # indices into self.population
         self.trained: set[int] = set()
         self.draw_group()
+        self.predictor, self.predictor_cfg = None, predictor
+        if predictor is not None and strategy != "random":
+            from eps.errors import ConfigError
+            from eps.predictor import Predictor
+            from eps.space import Featurizable
+            if not isinstance(space, Featurizable):
+                raise ConfigError(f"search.proposer: predictor needs a space with features(arch, kind) (an "
+                                  f"eps.space.Featurizable); space {space.name} has none, use proposer: mutation")
+            width = len(space.features(space.sample(np.random.default_rng(0)), predictor["predictor_inputs"]))
+            self.predictor = Predictor(width, int(rng.integers(2**31)), lr=predictor["predictor_lr"],
+                                       steps=predictor["predictor_steps"],
+                                       batch_size=predictor["predictor_batch_size"],
+                                       reference_shapes=predictor["predictor_reference_shapes"])
 
     def _new(self, arch: Arch) -> Member:
         m = Member(self.next_uid, arch, self.round)
@@ -123,6 +148,8 @@ class Controller:
         if self.strategy == "random":
             newborn = [self._new(self.space.sample(self.rng))
                        for _ in range(self.parents * self.children_per_parent)]
+        elif self.predictor is not None:
+            newborn = [self._new(a) for a in self._predicted(self.parents * self.children_per_parent)]
         else:
             newborn = [self._new(self.space.mutate(self.population[i].arch, self.rng))
                        for i in self.ranked_group()[:self.parents] for _ in range(self.children_per_parent)]
@@ -130,6 +157,20 @@ class Controller:
         del self.population[:max(0, len(self.population) - self.population_size)]
         self.draw_group()
         return newborn
+
+    def _predicted(self, n: int) -> list:
+        """The predictor variant: fit on the measured members (queue order), then ``n`` times the best-predicted of
+        ``predictor_candidates`` fresh random architectures."""
+        kind = self.predictor_cfg["predictor_inputs"]
+        measured = [m for m in self.population if m.count >= 1]
+        self.predictor.fit(np.array([self.space.features(m.arch, kind) for m in measured]).reshape(len(measured), -1),
+                           np.array([m.loss for m in measured]))
+        chosen = []
+        for _ in range(n):
+            cands = [self.space.sample(self.rng) for _ in range(self.predictor_cfg["predictor_candidates"])]
+            scores = self.predictor.predict(np.array([self.space.features(a, kind) for a in cands]))
+            chosen.append(cands[int(np.argmin(scores))])
+        return chosen
 
     def snapshot(self, iteration: int) -> dict:
         """The population in queue order (oldest first), in the notation written to files."""
@@ -143,12 +184,17 @@ class Controller:
         }
 
     def state_dict(self) -> dict:
-        return {"rng": self.rng.bit_generator.state, "round": self.round, "next_uid": self.next_uid,
-                "population": [m.as_state() for m in self.population], "group": list(self.group),
-                "trained": sorted(self.trained)}
+        state = {"rng": self.rng.bit_generator.state, "round": self.round, "next_uid": self.next_uid,
+                 "population": [m.as_state() for m in self.population], "group": list(self.group),
+                 "trained": sorted(self.trained)}
+        if self.predictor is not None:
+            state["predictor"] = self.predictor.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.rng.bit_generator.state = state["rng"]
         self.round, self.next_uid = state["round"], state["next_uid"]
         self.population = [Member(*s) for s in state["population"]]
         self.group, self.trained = list(state["group"]), set(state["trained"])
+        if self.predictor is not None:
+            self.predictor.load_state_dict(state["predictor"])

@@ -1,19 +1,26 @@
 """Crash-safe file output: every artifact is written to a temp file, fsynced, then renamed over the target.
 
 A reader therefore sees either the old file or the new one, never half of one, even after SIGKILL or power loss.
+Files are created with the usual permissions (0666 less the umask), like any other program's output. ``publish``
+extends this to a whole folder: a stage writes its outputs into a staging folder that replaces the stage folder
+with two renames, and ``recover`` finishes or discards a swap that a crash interrupted, so the outputs of a stage
+are always one complete set, all new or all old.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import math
 import os
-import tempfile
+import secrets
+import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
 
-def _fsync_dir(path: Path) -> None:
-    # The rename is only durable once the directory entry is on disk.
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make renames and new entries in ``path`` durable (best effort: not every filesystem supports it)."""
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -22,21 +29,48 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+_fsync_dir = fsync_dir  # the former private name
+
+
+def _named(err: OSError, path) -> OSError:
+    """``err`` with ``path`` as its file name when the OS did not give one (a failed write, e.g. disk full, names no
+    file), so the one-line message names what could not be written."""
+    if err.filename is None and err.errno:
+        new = type(err)(err.errno, err.strerror or os.strerror(err.errno), os.fspath(path))
+        return new
+    return err
+
+
+def _create_temp(path: Path) -> tuple[int, Path]:
+    """A new, empty temp file beside ``path``, created with mode 0666 so the umask applies (mkstemp's 0600 would
+    make every artifact private to its owner)."""
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temp name beside {path}")
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
     """Open a temp file beside ``path``; on clean exit fsync it and rename it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temp(path)
     try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        try:
+            with os.fdopen(fd, mode) as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as err:
+            raise _named(err, path) from None
+        fsync_dir(path.parent)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
 
@@ -51,8 +85,20 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         f.write(text)
 
 
+def finite_or_none(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float (at any depth of dicts, lists and tuples) replaced by None."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_none(v) for v in obj]
+    return obj
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    """Strict JSON (RFC 8259): NaN and infinities are written as null, never as the bare tokens Python allows."""
+    write_text(path, json.dumps(finite_or_none(obj), indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -65,34 +111,174 @@ def copy_file(src: str | os.PathLike, dst: str | os.PathLike) -> None:
         write_bytes(dst, f.read())
 
 
+# ---- a folder of outputs as one unit -------------------------------------------------------------------------------
+
+def staging_dir(final: str | os.PathLike) -> Path:
+    final = Path(final)
+    return final.parent / f".{final.name}.staging"
+
+
+def old_dir(final: str | os.PathLike) -> Path:
+    final = Path(final)
+    return final.parent / f".{final.name}.old"
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def half_swapped(final: str | os.PathLike) -> bool:
+    """Whether a swap of ``final`` was interrupted (or a staging folder was left behind)."""
+    return old_dir(final).exists() or staging_dir(final).exists()
+
+
+def recover(final: str | os.PathLike) -> str | None:
+    """Finish or undo a ``publish`` that a crash interrupted; returns what was done (None when nothing was needed).
+
+    The swap renames ``final`` to ``.final.old``, then ``.final.staging`` to ``final``; the staging folder is
+    complete before the first rename. So: an ``old`` beside a missing ``final`` means the staging folder is the
+    complete new set (or, if it is missing too, the old set goes back); an ``old`` beside ``final`` is leftover; a
+    staging folder without an ``old`` is an unfinished new set and is discarded.
+    """
+    final = Path(final)
+    staging, old = staging_dir(final), old_dir(final)
+    done = None
+    if old.exists():
+        if not final.exists():
+            if staging.is_dir():
+                os.rename(staging, final)
+                done = "completed the interrupted swap of its new outputs"
+            else:
+                os.rename(old, final)
+                done = "restored its previous outputs"
+            fsync_dir(final.parent)
+        if old.exists():
+            _remove(old)
+    if staging.exists():
+        _remove(staging)
+        done = done or "discarded unfinished outputs"
+    return done
+
+
+@contextlib.contextmanager
+def publish(final: str | os.PathLike) -> Iterator[Path]:
+    """Yield a fresh staging folder beside ``final``; on clean exit it replaces ``final`` (two renames), so readers
+    see the old set of files or the new one. On an error the staging folder is removed and ``final`` is untouched.
+    Callers serialise writers (a lock per stage) and call ``recover`` first."""
+    final = Path(final)
+    staging, old = staging_dir(final), old_dir(final)
+    if staging.exists():
+        _remove(staging)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+        fsync_dir(staging)
+        if old.exists():
+            _remove(old)
+        if final.exists() or final.is_symlink():
+            os.rename(final, old)
+        os.rename(staging, final)
+        fsync_dir(final.parent)
+    except BaseException:
+        if not final.exists() and old.exists():  # failed between the renames: put the old set back
+            with contextlib.suppress(OSError):
+                os.rename(old, final)
+        with contextlib.suppress(OSError):
+            _remove(staging)
+        raise
+    with contextlib.suppress(OSError):  # the new set is in place; a leftover is removed by the next recover
+        _remove(old)
+
+
+# ---- the snapshot history ------------------------------------------------------------------------------------------
+
+def _prefix_hash(path: Path, length: int):
+    """A sha256 object fed with the first ``length`` bytes of ``path``."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        left = length
+        while left > 0:
+            chunk = f.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            h.update(chunk)
+            left -= len(chunk)
+    return h
+
+
 class AppendLog:
-    """An append-only JSON-lines file whose committed length is tracked by checkpoints.
+    """An append-only JSON-lines file whose committed length (and a digest of its content) is tracked by
+    checkpoints.
 
     Lines written after the last checkpoint are discarded on resume (``truncate``), so an interrupted run that is
-    resumed writes exactly the lines an uninterrupted run would have written.
+    resumed writes exactly the lines an uninterrupted run would have written. ``verify`` tells whether the file
+    still holds what a checkpoint recorded, so a checkpoint is never applied to a history it does not belong to.
     """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._f = open(self.path, "ab")
+        self._hash = None  # sha256 of bytes [0, tell()), kept up to date once known
 
     def append(self, record: dict) -> None:
-        self._f.write((json.dumps(record, separators=(",", ":")) + "\n").encode())
+        data = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+        try:
+            self._f.write(data)
+        except OSError as err:
+            raise _named(err, self.path) from None
+        if self._hash is not None:
+            self._hash.update(data)
 
     def commit(self) -> int:
         """Flush to disk and return the byte length to store in the checkpoint."""
-        self._f.flush()
-        os.fsync(self._f.fileno())
+        try:
+            self._f.flush()
+            os.fsync(self._f.fileno())
+        except OSError as err:
+            raise _named(err, self.path) from None
         return self._f.tell()
 
-    def truncate(self, length: int) -> None:
+    def digest(self) -> str:
+        """sha256 of the content written so far (call after ``commit``)."""
+        if self._hash is None:
+            self._f.flush()
+            self._hash = _prefix_hash(self.path, self._f.tell())
+        return self._hash.hexdigest()
+
+    def size(self) -> int:
         self._f.flush()
+        return os.fstat(self._f.fileno()).st_size
+
+    def verify(self, length: int, digest: str | None = None) -> str | None:
+        """None when the file's first ``length`` bytes are what a checkpoint recorded (``digest``, when given),
+        else what is wrong."""
+        size = self.size()
+        if not isinstance(length, int) or length < 0:
+            return f"it records an invalid history length ({length!r})"
+        if length > size:
+            return f"it expects {length} bytes of history but {self.path} has {size}"
+        if digest is not None and _prefix_hash(self.path, length).hexdigest() != digest:
+            return f"{self.path} does not hold the history it recorded (content differs)"
+        return None
+
+    def truncate(self, length: int) -> None:
+        """Cut the file to ``length`` bytes (never extends it: a short file is an error, see ``verify``)."""
+        size = self.size()
+        if length > size:
+            raise ValueError(f"{self.path} has {size} bytes, cannot truncate it to {length}")
         self._f.truncate(length)
         self._f.seek(length)
+        self._hash = _prefix_hash(self.path, length)
 
     def close(self) -> None:
-        self._f.close()
+        try:
+            self._f.close()
+        except OSError as err:  # the unflushed tail is lost; a resume truncates to the last checkpoint anyway
+            raise _named(err, self.path) from None
 
 
 def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:

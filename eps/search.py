@@ -18,7 +18,7 @@ from pydantic import Field
 
 from eps.checkpoint import CheckpointDir
 from eps.config import Number, Settings
-from eps.errors import NumericalError
+from eps.errors import CheckpointError, NumericalError
 from eps.evolution import Controller, ControllerSettings
 from eps.io import AppendLog
 from eps.progress import progress_bar
@@ -70,6 +70,15 @@ class StatefulHook(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
+def _restore(ckpt: CheckpointDir, apply) -> None:
+    """Apply a loaded checkpoint state; a state that passed the checks but still does not fit ends as one line."""
+    try:
+        apply()
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
+        raise CheckpointError(f"the checkpoint in {ckpt.dir} cannot be restored ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else ''}); rerun with --restart to start afresh") from None
+
+
 @dataclass
 class LoopResult:
     iterations: int
@@ -92,12 +101,16 @@ def run_warmup(space: SearchSpace, task: SupernetTask, cfg: dict, seed: int, ckp
     """``cfg['iterations']`` steps at constant lr, each along a uniformly random path of the whole space."""
     total, every = cfg["iterations"], cfg["checkpoint_every"]
     rng = np.random.default_rng([seed, 1])
-    state = ckpt.load_latest(restart)
+    # What a usable checkpoint must hold: one that lacks any of it is treated like a corrupt one (prev.pt is tried).
+    template = {"task": task.state_dict(), "rng": {}, "global_rng": {}, "iteration": 0}
+    state = ckpt.load_latest(restart, template=template)
     t = 0
     if state is not None:
-        task.load_state_dict(state["task"])
-        rng.bit_generator.state = state["rng"]
-        set_rng_state(state["global_rng"], task.device)
+        def apply():
+            task.load_state_dict(state["task"])
+            rng.bit_generator.state = state["rng"]
+            set_rng_state(state["global_rng"], task.device)
+        _restore(ckpt, apply)
         t = state["iteration"]
     start, resumed_from = time.monotonic(), t
     # Kept in the checkpoint so a run resumed from any checkpoint reports what an uninterrupted run reports.
@@ -133,16 +146,24 @@ def run_search(space: SearchSpace, task: SupernetTask, controller: Controller, c
     every, base_lr = cfg["checkpoint_every"], cfg["lr"]
     skip = cfg["on_nonfinite"] == "skip"
     cosine = cfg["lr_schedule"] == "cosine"
-    state = ckpt.load_latest(restart)
+    # A usable checkpoint holds all of this and belongs to the history file beside it (its length and content up to
+    # the recorded length); one that does not is treated like a corrupt one: the previous checkpoint is tried, and
+    # without any the run stops (--restart starts afresh). The history is never extended to a longer recorded length.
+    template = {"task": task.state_dict(), "controller": controller.state_dict(), "global_rng": {},
+                "history_bytes": 0, "iteration": 0, "nonfinite_skipped": 0}
+    state = ckpt.load_latest(restart, template=template,
+                             check=lambda s: history.verify(s["history_bytes"], s.get("history_sha")))
     t, skipped = 0, 0
     if state is not None:
-        task.load_state_dict(state["task"])
-        controller.load_state_dict(state["controller"])
-        set_rng_state(state["global_rng"], task.device)
+        def apply():
+            task.load_state_dict(state["task"])
+            controller.load_state_dict(state["controller"])
+            set_rng_state(state["global_rng"], task.device)
+            if hook_state and "on_round" in state:
+                on_round.load_state_dict(state["on_round"])
+        _restore(ckpt, apply)
         history.truncate(state["history_bytes"])
         t, skipped = state["iteration"], state["nonfinite_skipped"]
-        if hook_state and "on_round" in state:
-            on_round.load_state_dict(state["on_round"])
     else:
         history.truncate(0)
         if warm_state is not None:
@@ -154,9 +175,10 @@ def run_search(space: SearchSpace, task: SupernetTask, controller: Controller, c
     last = float(state.get("last_train_loss", float("nan"))) if state is not None else float("nan")
 
     def save():
+        n_bytes = history.commit()
         payload = {"task": task.state_dict(), "controller": controller.state_dict(),
-                   "global_rng": rng_state(task.device), "history_bytes": history.commit(), "iteration": t,
-                   "nonfinite_skipped": skipped, "last_train_loss": last}
+                   "global_rng": rng_state(task.device), "history_bytes": n_bytes, "history_sha": history.digest(),
+                   "iteration": t, "nonfinite_skipped": skipped, "last_train_loss": last}
         if hook_state:
             payload["on_round"] = on_round.state_dict()
         ckpt.save(payload)

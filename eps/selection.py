@@ -10,6 +10,7 @@ from typing import Callable, Iterable, Literal
 from pydantic import Field
 
 from eps.config import Number, Settings
+from eps.errors import EpsError
 
 
 class SelectSettings(Settings):
@@ -31,8 +32,60 @@ class Candidate:
     extra: dict = field(default_factory=dict)
 
 
+RERUN = "rerun `eps stage search` (or re-import the records) to rewrite the history"
+
+
+def _where(snap, position: int | None) -> str:
+    it = snap.get("iteration") if isinstance(snap, dict) else None
+    at = f"iteration {it}" if _is_int(it) else "an unknown iteration"
+    return f"snapshot history, record {position + 1} ({at})" if position is not None else f"snapshot at {at}"
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_snapshot(snap, position: int | None = None) -> dict:
+    """``snap`` if it is a well-formed snapshot record, else an EpsError naming the record, its iteration and the
+    problem: ``iteration`` an integer >= 0; ``arch`` a list of strings; ``loss`` (numbers, not NaN, or null) and
+    ``count`` (integers >= 0) lists of the same length."""
+    def bad(problem: str):
+        return EpsError(f"{_where(snap, position)}: {problem}; {RERUN}")
+    if not isinstance(snap, dict):
+        raise bad(f"expected an object with iteration, arch, loss and count, got {_short(snap)}")
+    missing = [k for k in ("iteration", "arch", "loss", "count") if k not in snap]
+    if missing:
+        raise bad(f"missing key(s) {', '.join(missing)}")
+    it, arch, loss, count = snap["iteration"], snap["arch"], snap["loss"], snap["count"]
+    if not _is_int(it) or it < 0:
+        raise bad(f"'iteration' is {_short(it)}, expected an integer >= 0")
+    if not isinstance(arch, list) or not all(isinstance(a, str) for a in arch):
+        raise bad(f"'arch' is {_short(arch)}, expected a list of architecture strings")
+    for key, value in (("loss", loss), ("count", count)):
+        if not isinstance(value, list) or len(value) != len(arch):
+            got = f"a list of {len(value)}" if isinstance(value, list) else _short(value)
+            raise bad(f"'{key}' is {got}, expected a list of {len(arch)} (one per member of 'arch')")
+    for i, (l, c) in enumerate(zip(loss, count)):
+        if not (l is None or (_is_number(l) and not math.isnan(l))):
+            raise bad(f"'loss' of member {i} is {_short(l)}, expected a number or null")
+        if not _is_int(c) or c < 0:
+            raise bad(f"'count' of member {i} is {_short(c)}, expected an integer >= 0")
+    return snap
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def snapshot_winner(snap: dict) -> tuple[str, float] | None:
-    """The best measured member of one snapshot (count >= 1, lowest loss; first in queue order on ties)."""
+    """The best measured member of one snapshot (count >= 1, lowest loss; first in queue order on ties).
+    A malformed snapshot raises EpsError (see ``check_snapshot``)."""
+    check_snapshot(snap)
     best = None
     for arch, loss, count in zip(snap["arch"], snap["loss"], snap["count"]):
         if count >= 1 and loss is not None and (best is None or loss < best[1]):
@@ -41,8 +94,9 @@ def snapshot_winner(snap: dict) -> tuple[str, float] | None:
 
 
 def collect_candidates(snapshots: Iterable[dict], window: int) -> tuple[list[Candidate], int]:
-    """Winners of the snapshots with iteration > final - window; returns (candidates, final iteration)."""
-    snaps = sorted(snapshots, key=lambda s: s["iteration"])
+    """Winners of the snapshots with iteration > final - window; returns (candidates, final iteration).
+    Every record is checked first (``check_snapshot``): a malformed one raises EpsError naming it."""
+    snaps = sorted((check_snapshot(s, i) for i, s in enumerate(snapshots)), key=lambda s: s["iteration"])
     if not snaps:
         return [], 0
     final = snaps[-1]["iteration"]

@@ -165,6 +165,15 @@ class Drawable(Protocol):
 
 
 @runtime_checkable
+class Featurizable(Protocol):
+    """A space that encodes an architecture as a fixed-length vector (the predictor variant, spec §1.8)."""
+
+    def features(self, arch: Arch, kind: str = "ordinal") -> np.ndarray:
+        """``ordinal``: the architecture's op indices as numbers (the reference); ``one_hot``: one indicator per
+        (position, op). Shape (F,), float32, the same F for every arch of the space."""
+
+
+@runtime_checkable
 class ScoringTask(Protocol):
     """A supernet task that scores many archs on the same fixed batches (``eps study correlation``)."""
 

@@ -27,8 +27,65 @@ RestartOpt = typer.Option(False, "--restart", help="Start afresh when the checkp
                                                    "other params (otherwise such a run stops).")
 
 
+def _os_error_line(err: OSError) -> str:
+    """One line for an operating-system error: the path(s), the errno text, and what to do for the common ones."""
+    import errno
+    import os
+    what = (err.strerror or os.strerror(err.errno)) if err.errno else (str(err) or type(err).__name__)
+    paths = [os.fsdecode(p) for p in (err.filename, err.filename2) if p is not None and not isinstance(p, int)]
+    line = f"{' -> '.join(paths)}: {what}" if paths else what
+    hint = {errno.ENOSPC: "free some space and run the same command again (it resumes from the last checkpoint)",
+            errno.EDQUOT: "free some space and run the same command again (it resumes from the last checkpoint)",
+            errno.EROFS: "the file system is read-only; choose a writable --out",
+            errno.EACCES: "no permission; choose a folder you can write (--out) or fix its permissions",
+            errno.EPERM: "no permission; choose a folder you can write (--out) or fix its permissions",
+            errno.ENOTDIR: "a path component is a file, not a folder; check --out and the other paths",
+            errno.EEXIST: "a file is in the way; check --out and the other paths"}.get(err.errno)
+    if hint:
+        line += f"; {hint}"
+    return " ".join(line.split())
+
+
+_AS_PROGRAM = False     # set by main(): the process is the `eps` program, not a library caller (tests, CliRunner)
+_INTERRUPTED = False
+
+
+def _quiet_second_interrupt() -> None:
+    """After the first Ctrl-C of the `eps` program, a second one (while finally blocks and atexit handlers such as
+    torch's run) ends the process at once with 130 instead of a traceback; and once the atexit handlers are done the
+    process exits with 130 without the interpreter's slow teardown, where Ctrl-C would kill it by signal. Outputs are
+    written atomically, so nothing is torn."""
+    global _INTERRUPTED
+    if not _AS_PROGRAM:
+        return
+    import signal
+    _INTERRUPTED = True
+    try:
+        signal.signal(signal.SIGINT, lambda signum, frame: _exit_now(130))
+    except ValueError:  # not the main thread: nothing to install
+        pass
+
+
+def _exit_now(code: int) -> None:
+    import os
+    import sys
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # a closed or broken stream: nothing more to say
+            pass
+    os._exit(code)
+
+
+def _exit_after_interrupt() -> None:
+    """Registered by main() before any command runs, so it runs after every atexit handler a command registers."""
+    if _INTERRUPTED:
+        _exit_now(130)
+
+
 def friendly(fn):
-    """Turn EpsError into one line + exit 2, and Ctrl-C into a resume hint + exit 130."""
+    """Turn EpsError (and an operating-system error: disk full, read-only or missing paths) into one line + exit 2,
+    and Ctrl-C into a resume hint + exit 130."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         from eps.errors import EpsError
@@ -37,22 +94,38 @@ def friendly(fn):
         except EpsError as err:
             typer.secho(f"error: {err}", fg="red", err=True)
             raise typer.Exit(2) from None
+        except OSError as err:
+            typer.secho(f"error: {_os_error_line(err)}", fg="red", err=True)
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
+            _quiet_second_interrupt()
             typer.secho("interrupted; run the same command again to resume from the last checkpoint",
                         fg="yellow", err=True)
             raise typer.Exit(130) from None
     return wrapper
 
 
+def _one_problem_line(text: str) -> str:
+    """A params error with a single problem as one line (``params in p.yaml: seed: got -1, must be >= 0``); with
+    several problems the list stays one problem per line."""
+    import re
+    m = re.fullmatch(r"1 problem\(s\) with params(?P<where> in .+?)?:\n\s*(?P<line>[^\n]+)\s*", text)
+    return f"params{m['where'] or ''}: {m['line']}" if m else text
+
+
 def _params(path: Optional[Path], space: Optional[str], overrides: Optional[dict] = None) -> tuple[str | None, dict]:
     """(the space's registered name, validated params). ``space`` may be a name or a ``file.py:Class`` reference;
     ``path`` defaults to ./params.yaml when it exists, as for the DVC stages."""
     from eps.config import load_params
+    from eps.errors import ConfigError
     from eps.spaces import resolve, space_class
     if path is None and Path("params.yaml").exists():
         path = Path("params.yaml")
     plugins = [space] if space and ":" in space else []
-    params = load_params(path, overrides, plugins=plugins)
+    try:
+        params = load_params(path, overrides, plugins=plugins)
+    except ConfigError as err:
+        raise ConfigError(_one_problem_line(str(err))) from None
     if space is None:
         return None, params
     name = resolve(space)
@@ -115,7 +188,20 @@ def show_params(params: Optional[Path] = ParamsOpt,
     else:
         for bad, why in broken().items():
             typer.secho(f"warning: space {bad} is left out: {why}", fg="yellow", err=True)
-    typer.echo(yaml.safe_dump(p, sort_keys=False, default_flow_style=None, width=120), nl=False)
+    typer.echo(yaml.safe_dump(p, sort_keys=False, default_flow_style=False, width=120), nl=False)
+
+
+MAX_SIZE_OPTION = {"--classes": 10**7, "--channels": 10**5, "--layers": 1000}
+
+
+def _check_sizes(options: dict) -> None:
+    """``eps arch params`` sizes: whole numbers >= 1 (0 is not "the default": leave the option out for that), and
+    below a bound that keeps counting (on the meta device, so nothing is allocated) to seconds."""
+    from eps.errors import ConfigError
+    for opt, value in options.items():
+        if value is not None and not 1 <= value <= MAX_SIZE_OPTION[opt]:
+            raise ConfigError(f"{opt} {value}: must be between 1 and {MAX_SIZE_OPTION[opt]:,}; leave {opt} out "
+                              f"for the space's default")
 
 
 @arch_app.command("params")
@@ -128,6 +214,7 @@ def arch_params(archs: List[str] = typer.Argument(..., help="Architectures in th
                 params: Optional[Path] = ParamsOpt):
     """Print the standalone network's parameter count in millions, one line per architecture."""
     from eps.spaces import get_space
+    _check_sizes({"--classes": classes, "--channels": channels, "--layers": layers})
     name, p = _params(params, space)
     sp = get_space(name, p[name])  # params choose e.g. the DARTS variant
     options = {k: v for k, v in {"num_classes": classes, "channels": channels, "layers": layers}.items() if v is not None}
@@ -189,7 +276,13 @@ def study_correlation(space: str = SpaceOpt,
 
 
 def main():
-    app()
+    """The `eps` program. NO_COLOR (https://no-color.org) turns colour off; output that is not a terminal never has it."""
+    import atexit
+    import os
+    global _AS_PROGRAM
+    _AS_PROGRAM = True
+    atexit.register(_exit_after_interrupt)
+    app(color=False if os.environ.get("NO_COLOR") else None)
 
 
 if __name__ == "__main__":

@@ -8,15 +8,22 @@ Layout under the output root (default ``runs/``), per space::
     <space>/retrain/  model.pt  metrics.json  curve.csv  timing.json
     <space>/report/   report.txt  *.png
     <space>/.work/<stage>/   checkpoints and the in-progress history (not a DVC output, so it survives reruns)
+    <space>/.work/<stage>.lock   held while a stage writes (one writer per run folder and stage)
 
-Every file is written atomically; outputs appear only when a stage completes. ``timing.json`` holds wall-clock
-figures and is the only output that differs between two runs with the same seed.
+Every file is written atomically; outputs appear only when a stage completes, and as one set: a stage writes them
+into ``<space>/.<stage>.staging/`` and swaps that folder in with two renames (a swap cut short by a crash is finished
+or undone at the next start), so a folder never mixes files of two runs. ``timing.json`` holds wall-clock figures
+and is the only output that differs between two runs with the same seed. The identity of a checkpoint covers the
+params, the upstream artifacts and the data files the task read, so a resume with anything changed is refused.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 from pathlib import Path
+
+import filelock
 
 import numpy as np
 
@@ -25,14 +32,14 @@ from eps import io as eio
 from eps.analysis import cell_accuracies, population_quality
 from eps.checkpoint import CheckpointDir
 from eps.config import data_root
-from eps.errors import EpsError
+from eps.errors import CheckpointError, EpsError
 from eps.evolution import Controller
 from eps.progress import console
 from eps.retrain import run_retrain
 from eps.search import run_search, run_warmup
 from eps.selection import choose, collect_candidates
 from eps.space import DistributedTask, benchmark_of
-from eps.spaces import get_space
+from eps.spaces import cli_name, get_space
 from eps.train.common import SEED_OFFSET, resolve_device, seed_everything
 
 STAGES = ("warmup", "search", "select", "retrain")
@@ -44,13 +51,56 @@ def log(msg: str) -> None:
 
 class RunPaths:
     def __init__(self, out: str | Path, space: str):
-        self.root = Path(out) / space
+        self.out = Path(out)
+        self.root = self.out / space
 
     def stage(self, name: str) -> Path:
         return self.root / name
 
     def work(self, name: str) -> Path:
         return self.root / ".work" / name
+
+    def lock_file(self, name: str) -> Path:
+        return self.root / ".work" / f"{name}.lock"
+
+
+def _check_out(paths: RunPaths) -> None:
+    """A one-line error when --out (or a folder eps makes under it) is a regular file."""
+    for p in (paths.out, paths.root, paths.root / ".work"):
+        if p.exists() and not p.is_dir():
+            raise EpsError(f"--out {paths.out}: {p} is a file, not a folder; choose another --out or move the file")
+
+
+@contextlib.contextmanager
+def locked(paths: RunPaths, stage: str):
+    """Hold the exclusive lock of ``stage`` in this run folder, or fail at once (one writer per folder and stage;
+    the lock is the kernel's, so a killed process never leaves it held). Also finishes or undoes an output swap
+    that a crash interrupted."""
+    _check_out(paths)
+    lock_path = paths.lock_file(stage)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(str(lock_path), timeout=0)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise EpsError(f"another eps process is writing {paths.root} (stage {stage}, lock {lock_path}); wait for it "
+                       f"to finish or stop it, then run this command again") from None
+    try:
+        _recover(paths, stage)
+        yield
+    finally:
+        lock.release()
+
+
+def _recover(paths: RunPaths, stage: str) -> None:
+    done = eio.recover(paths.stage(stage))
+    if done:
+        log(f"note: {paths.stage(stage)}: {done}")
+
+
+def _outputs(paths: RunPaths, stage: str):
+    """The staging folder a stage writes its outputs into; swapped in as one set when the block ends cleanly."""
+    return eio.publish(paths.stage(stage))
 
 
 def _setup(space_name: str, params: dict, stage: str):
@@ -61,49 +111,73 @@ def _setup(space_name: str, params: dict, stage: str):
     return section, space, device
 
 
-def _require(path: Path, stage: str, space: str) -> Path:
+def _require(path: Path, stage: str, space: str, paths: RunPaths | None = None) -> Path:
+    if not path.exists() and paths is not None and eio.half_swapped(paths.stage(stage)):
+        # the upstream stage was killed while swapping its outputs in: finish that swap, unless it is running now
+        with contextlib.suppress(EpsError):
+            with locked(paths, stage):
+                pass
     if not path.exists():
-        raise EpsError(f"{path} not found; run `eps stage {stage} --space {space}` first (with the same --out)")
+        raise EpsError(f"{path} not found; run `eps stage {stage} --space {cli_name(space)}` first (with the same --out)")
     return path
 
 
 def warmup(space_name: str, params: dict, out: str | Path, restart: bool = False) -> dict:
-    section, space, device = _setup(space_name, params, "warmup")
     paths = RunPaths(out, space_name)
-    task = space.search_task(section, data_root(params), device, params["seed"] + SEED_OFFSET["warmup"], "warmup")
+    with locked(paths, "warmup"):
+        return _warmup(space_name, params, paths, restart)
+
+
+def _warmup(space_name: str, params: dict, paths: RunPaths, restart: bool) -> dict:
+    section, space, device = _setup(space_name, params, "warmup")
+    with checkpoint.data_fingerprint(data_root(params)) as data:
+        task = space.search_task(section, data_root(params), device, params["seed"] + SEED_OFFSET["warmup"],
+                                 "warmup")
     identity = {"stage": "warmup", "seed": params["seed"], "space": section["space"], "warmup": section["warmup"],
-                "supernet": section["supernet"]}
+                "supernet": section["supernet"], "data": data}
     ckpt = CheckpointDir(paths.work("warmup"), identity, log=log)
     result = run_warmup(space, task, section["warmup"], params["seed"], ckpt, restart, section["search"]["on_nonfinite"])
-    d = paths.stage("warmup")
-    checkpoint.save(d / "supernet.pt", {"model": task.model.state_dict()})
-    eio.write_json(d / "metrics.json", {"iterations": result.iterations, "last_train_loss": result.last_train_loss,
-                                       "nonfinite_skipped": result.nonfinite_skipped, "seed": params["seed"]})
-    eio.write_json(d / "timing.json", {"seconds": result.seconds, "resumed_from": result.resumed_from})
-    log(f"warmup: {result.iterations} iterations in {result.seconds:.1f}s -> {d}")
+    with _outputs(paths, "warmup") as d:
+        checkpoint.save(d / "supernet.pt", {"model": task.model.state_dict()})
+        eio.write_json(d / "metrics.json", {"iterations": result.iterations,
+                                           "last_train_loss": result.last_train_loss,
+                                           "nonfinite_skipped": result.nonfinite_skipped, "seed": params["seed"]})
+        eio.write_json(d / "timing.json", {"seconds": result.seconds, "resumed_from": result.resumed_from})
+    log(f"warmup: {result.iterations} iterations in {result.seconds:.1f}s -> {paths.stage('warmup')}")
     return {"iterations": result.iterations}
 
 
 def search(space_name: str, params: dict, out: str | Path, restart: bool = False) -> dict:
-    section, space, device = _setup(space_name, params, "search")
     paths = RunPaths(out, space_name)
+    with locked(paths, "search"):
+        return _search(space_name, params, paths, restart)
+
+
+def _search(space_name: str, params: dict, paths: RunPaths, restart: bool) -> dict:
+    section, space, device = _setup(space_name, params, "search")
     cfg = section["search"]
     seed = params["seed"]
     warm_path = paths.stage("warmup") / "supernet.pt"
-    if section["warmup"]["iterations"] > 0 or warm_path.exists():
-        warm_state = {"model": checkpoint.load(_require(warm_path, "warmup", space_name))["model"]}
+    if section["warmup"]["iterations"] > 0 or warm_path.exists() or eio.half_swapped(paths.stage("warmup")):
+        try:
+            warm_state = {"model": checkpoint.load(_require(warm_path, "warmup", space_name, paths))["model"]}
+        except CheckpointError:
+            raise EpsError(f"{warm_path} is corrupt or not an eps supernet file; rerun the warm-up: "
+                           f"eps stage warmup --space {cli_name(space_name)} --out {paths.out}") from None
         warm_digest = checkpoint.file_digest(warm_path)
-        task = space.search_task(section, data_root(params), device, seed + SEED_OFFSET["search"], "search")
+        with checkpoint.data_fingerprint(data_root(params)) as data:
+            task = space.search_task(section, data_root(params), device, seed + SEED_OFFSET["search"], "search")
     else:
         # A warm-up of 0 iterations only saves the initialisation, so without its file the supernet is initialised
         # exactly as the warm-up stage would have (its seed), and the search runs as if it had loaded that file.
         seed_everything(seed + SEED_OFFSET["warmup"], params["deterministic"])
-        task = space.search_task(section, data_root(params), device, seed + SEED_OFFSET["search"], "search")
+        with checkpoint.data_fingerprint(data_root(params)) as data:
+            task = space.search_task(section, data_root(params), device, seed + SEED_OFFSET["search"], "search")
         seed_everything(seed + SEED_OFFSET["search"], params["deterministic"])
         warm_state, warm_digest = None, "initialisation"
     controller = Controller.from_settings(space, np.random.default_rng([params["seed"], 2]), cfg)
     identity = {"stage": "search", "seed": params["seed"], "space": section["space"], "supernet": section["supernet"],
-                "search": cfg, "warmup_supernet": warm_digest}
+                "search": cfg, "warmup_supernet": warm_digest, "data": data}
     work = paths.work("search")
     ckpt = CheckpointDir(work, identity, log=log)
     history = eio.AppendLog(work / "history.jsonl")
@@ -111,18 +185,19 @@ def search(space_name: str, params: dict, out: str | Path, restart: bool = False
         result = run_search(space, task, controller, cfg, history, ckpt, warm_state=warm_state, restart=restart)
     finally:
         history.close()
-    d = paths.stage("search")
-    eio.copy_file(work / "history.jsonl", d / "history.jsonl")
-    checkpoint.save(d / "supernet.pt", {"model": task.model.state_dict()})
     final = controller.snapshot(result.iterations)
-    _write_population(d / "population.csv", final)
-    eio.write_json(d / "metrics.json", {
-        "strategy": cfg["strategy"], "iterations": result.iterations, "rounds": controller.round,
-        "last_train_loss": result.last_train_loss, "nonfinite_skipped": result.nonfinite_skipped,
-        "distinct_archs_final": len(set(final["arch"])), "seed": params["seed"]})
-    eio.write_json(d / "timing.json", {"seconds": result.seconds, "resumed_from": result.resumed_from,
-                                      "seconds_per_round": result.seconds / max(1, controller.round)})
-    log(f"search: {result.iterations} iterations, {controller.round} rounds in {result.seconds:.1f}s -> {d}")
+    with _outputs(paths, "search") as d:
+        eio.copy_file(work / "history.jsonl", d / "history.jsonl")
+        checkpoint.save(d / "supernet.pt", {"model": task.model.state_dict()})
+        _write_population(d / "population.csv", final)
+        eio.write_json(d / "metrics.json", {
+            "strategy": cfg["strategy"], "iterations": result.iterations, "rounds": controller.round,
+            "last_train_loss": result.last_train_loss, "nonfinite_skipped": result.nonfinite_skipped,
+            "distinct_archs_final": len(set(final["arch"])), "seed": params["seed"]})
+        eio.write_json(d / "timing.json", {"seconds": result.seconds, "resumed_from": result.resumed_from,
+                                          "seconds_per_round": result.seconds / max(1, controller.round)})
+    log(f"search: {result.iterations} iterations, {controller.round} rounds in {result.seconds:.1f}s "
+        f"-> {paths.stage('search')}")
     return {"iterations": result.iterations}
 
 
@@ -144,10 +219,15 @@ def load_history(path: Path) -> list[dict]:
 
 
 def select(space_name: str, params: dict, out: str | Path, restart: bool = False) -> dict:
+    paths = RunPaths(out, space_name)
+    with locked(paths, "select"):
+        return _select(space_name, params, paths)
+
+
+def _select(space_name: str, params: dict, paths: RunPaths) -> dict:
     section = params[space_name]
     space = get_space(space_name, section)
-    paths = RunPaths(out, space_name)
-    snapshots = load_history(_require(paths.stage("search") / "history.jsonl", "search", space_name))
+    snapshots = load_history(_require(paths.stage("search") / "history.jsonl", "search", space_name, paths))
     cfg = section["select"]
     candidates, final = collect_candidates(snapshots, cfg["window"])
     if not candidates:
@@ -165,7 +245,6 @@ def select(space_name: str, params: dict, out: str | Path, restart: bool = False
         result[rule] = {"arch": c.arch, "loss": c.loss, "params": c.params, "score": c.score, "wins": c.wins,
                         "ground_truth": cell_accuracies(bench, c.arch)}
     result["population"] = population_quality(bench, snapshots[-1])
-    d = paths.stage("select")
     buf = io.StringIO()
     w = csv.writer(buf)
     cols = bench.columns if bench is not None else []
@@ -173,16 +252,17 @@ def select(space_name: str, params: dict, out: str | Path, restart: bool = False
     for c in sorted(candidates, key=lambda c: c.score):
         gt = cell_accuracies(bench, c.arch) or {}
         w.writerow([c.arch, c.loss, c.wins, c.last_iteration, c.params, c.score, *[gt.get(k, "") for k in cols]])
-    eio.write_text(d / "candidates.csv", buf.getvalue())
-    eio.write_json(d / "selection.json", result)
-    eio.write_text(d / "arch.txt", result["arch"] + "\n")
-    log(f"select ({cfg['rule']}): {result['arch']} from {len(candidates)} candidates -> {d}")
+    with _outputs(paths, "select") as d:
+        eio.write_text(d / "candidates.csv", buf.getvalue())
+        eio.write_json(d / "selection.json", result)
+        eio.write_text(d / "arch.txt", result["arch"] + "\n")
+    log(f"select ({cfg['rule']}): {result['arch']} from {len(candidates)} candidates -> {paths.stage('select')}")
     return result
 
 
 def retrain(space_name: str, params: dict, out: str | Path, restart: bool = False, arch: str | None = None) -> dict:
     """Under ``torchrun --nproc_per_node N`` this trains with DDP (for spaces whose task supports it); every rank
-    trains, only rank 0 writes checkpoints and outputs."""
+    trains, only rank 0 writes checkpoints and outputs (and holds the stage's lock)."""
     try:
         return _retrain(space_name, params, out, restart, arch)
     finally:
@@ -194,39 +274,60 @@ def _retrain(space_name: str, params: dict, out: str | Path, restart: bool, arch
     device = distributed.setup(device)
     main, world = distributed.is_main(), distributed.world()
     paths = RunPaths(out, space_name)
+    with contextlib.ExitStack() as stack:
+        problem = None
+        if main:
+            try:
+                stack.enter_context(locked(paths, "retrain"))
+            except (EpsError, OSError) as err:
+                if world == 1:
+                    raise
+                problem = str(err)
+        if world > 1:  # every rank stops together when rank 0 cannot take the lock
+            problem = next((p for p in distributed.all_gather_object(problem) if p), None)
+            if problem:
+                raise EpsError(problem)
+        return _retrain_locked(space_name, params, paths, restart, arch, section, space, device, main, world)
+
+
+def _retrain_locked(space_name, params, paths: RunPaths, restart, arch, section, space, device, main, world) -> dict:
     if arch is None:
-        arch = _require(paths.stage("select") / "arch.txt", "select", space_name).read_text().strip()
+        arch = _require(paths.stage("select") / "arch.txt", "select", space_name, paths).read_text().strip()
     cell = space.decode(arch)
     cfg = section["retrain"]
-    task = space.retrain_task(cell, section, data_root(params), device, params["seed"] + SEED_OFFSET["retrain"])
+    with checkpoint.data_fingerprint(data_root(params)) as data:
+        task = space.retrain_task(cell, section, data_root(params), device, params["seed"] + SEED_OFFSET["retrain"])
     if world > 1 and not (isinstance(task, DistributedTask) and task.supports_distributed):
         raise EpsError(f"retrain of space {space_name} does not support several processes; run it without torchrun")
-    identity = {"stage": "retrain", "seed": params["seed"], "space": section["space"], "retrain": cfg, "arch": arch}
+    identity = {"stage": "retrain", "seed": params["seed"], "space": section["space"], "retrain": cfg, "arch": arch,
+                "data": data}
     if world > 1:
         identity["world_size"] = world
-    ckpt = CheckpointDir(paths.work("retrain"), identity, log=log)
+    # What a usable checkpoint must hold; one that lacks any of it is treated like a corrupt one (prev.pt is tried).
+    template = {"task": task.state_dict(), "global_rng": {}, "history": [], "epoch": 0}
+    ckpt = CheckpointDir(paths.work("retrain"), identity, log=log, template=template)
     row_log = (lambda row: log("  " + "  ".join(f"{k} {v:.4g}" for k, v in row.items()))) if main else None
     res = run_retrain(task, cfg["epochs"], cfg["checkpoint_every"], ckpt, restart, log=row_log)
     digests = distributed.all_gather_object(distributed.state_digest(task.model.state_dict())) if world > 1 else None
     if not main:
         return {k: v for k, v in res["history"][-1].items() if k != "epoch"}
-    d = paths.stage("retrain")
-    checkpoint.save(d / "model.pt", {"model": task.model.state_dict(), "arch": arch})
     hist = res["history"]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(hist[0].keys()))
     w.writeheader()
     w.writerows(hist)
-    eio.write_text(d / "curve.csv", buf.getvalue())
     final = {k: v for k, v in hist[-1].items() if k != "epoch"}
-    eio.write_json(d / "metrics.json", {"arch": arch, "epochs": len(hist), "params": space.num_params(cell),
-                                       **final, "seed": params["seed"],
-                                       "precision": task.precision})
     timing = {"seconds": res["seconds"], "epoch_seconds": res["epoch_seconds"]}
     if digests is not None:  # DDP replicas must end identical; a mismatch is reported, the outputs still written
         timing.update(world_size=world, replica_digests=digests, replicas_identical=len(set(digests)) == 1)
         if len(set(digests)) > 1:
             log(f"warning: the {world} DDP replicas ended with different weights ({', '.join(digests)})")
-    eio.write_json(d / "timing.json", timing)
-    log(f"retrain: {len(hist)} epochs -> {d}")
+    with _outputs(paths, "retrain") as d:
+        checkpoint.save(d / "model.pt", {"model": task.model.state_dict(), "arch": arch})
+        eio.write_text(d / "curve.csv", buf.getvalue())
+        eio.write_json(d / "metrics.json", {"arch": arch, "epochs": len(hist), "params": space.num_params(cell),
+                                           **final, "seed": params["seed"],
+                                           "precision": task.precision})
+        eio.write_json(d / "timing.json", timing)
+    log(f"retrain: {len(hist)} epochs -> {paths.stage('retrain')}")
     return final

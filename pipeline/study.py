@@ -20,10 +20,15 @@ from eps.errors import EpsError
 from eps.space import HasBenchmark
 from eps.spaces import get_space
 from eps.train.common import resolve_device
-from pipeline.stages import RunPaths, log
+from pipeline.stages import RunPaths, locked, log
 
 
 def correlation(space_name: str, params: dict, out: str | Path, restart: bool = False) -> dict:
+    with locked(RunPaths(out, space_name), "study"):
+        return _correlation(space_name, params, out, restart)
+
+
+def _correlation(space_name: str, params: dict, out: str | Path, restart: bool = False) -> dict:
     section = params[space_name]
     space = get_space(space_name, section)
     root = data_root(params)

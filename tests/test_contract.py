@@ -185,3 +185,9 @@ def test_reference_run_selects_the_published_cell(tmp_path):
     assert (gt["cifar10_test"], gt["cifar10_valid"], gt["rank"]) == (94.3633, 91.5533, 3)
     assert sel["prior_free"]["ground_truth"]["cifar10_test"] == 93.66
     assert sel["arch"] == sel["size_prior"]["arch"]
+
+
+def test_shipped_params_yaml_is_exactly_the_defaults():
+    """params.yaml documents the paper protocol: it must hold every key with the code's default value."""
+    from eps.config import defaults
+    assert load_params(REPO / "params.yaml") == defaults()

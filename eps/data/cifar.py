@@ -59,13 +59,49 @@ def load_split(root: str | Path, n: int = 50000, log=None) -> tuple[np.ndarray, 
             f"not NAS-Bench-201's own, so numbers are not comparable to the benchmark's cifar10-valid")
         perm = np.random.default_rng(0).permutation(n)
         return np.sort(perm[: n // 2]), np.sort(perm[n // 2:])
+    what = (f"a NAS-Bench-201 split file (a JSON object {{\"train\": [...], \"valid\": [...]}} of distinct integer "
+            f"indices in 0..{n - 1})")
+    fix = "replace it with NAS-Bench-201's cifar10-split.json, or delete it to use a derived split"
     try:
-        split = json.loads(path.read_text())
-        train, valid = np.asarray(split["train"], dtype=np.int64), np.asarray(split["valid"], dtype=np.int64)
-    except (ValueError, KeyError, TypeError):
-        raise DataError(f"{path} is not a split file (a JSON object with integer lists 'train' and 'valid'); "
-                        f"replace it or delete it to derive one") from None
-    if (len(np.intersect1d(train, valid)) or train.min(initial=0) < 0 or valid.min(initial=0) < 0
-            or max(train.max(initial=0), valid.max(initial=0)) >= n):
-        raise DataError(f"{path}: 'train' and 'valid' must be disjoint indices in 0..{n - 1}; replace the file")
+        split = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: cannot read the split file ({type(err).__name__}: {err}); {fix}") from None
+    except ValueError as err:  # json.JSONDecodeError: garbage, an empty or a truncated file
+        raise DataError(f"{path} is not valid JSON ({err}), so it is not {what}; {fix}") from None
+    if not isinstance(split, dict) or any(k not in split for k in ("train", "valid")):
+        found = (f"a JSON {_json_type(split)}" if not isinstance(split, dict) else
+                 f"an object with keys {', '.join(split)}" if split else "an empty JSON object")
+        raise DataError(f"{path} holds {found}, not {what}; {fix}")
+    halves = {}
+    for key in ("train", "valid"):
+        values = split[key]
+        if not isinstance(values, list):
+            raise DataError(f"{path}: '{key}' is a JSON {_json_type(values)}, not a list of indices; {fix}")
+        if not values:
+            raise DataError(f"{path}: '{key}' is an empty list, so the supernet would have no images to "
+                            f"{'train' if key == 'train' else 'validate'} on; {fix}")
+        for pos, v in enumerate(values):
+            # JSON true/false are Python bools, a subclass of int; 3.0 would be silently truncated by an int cast
+            if type(v) is not int:
+                raise DataError(f"{path}: '{key}'[{pos}] is {json.dumps(v)}, not an integer index; {fix}")
+            if not 0 <= v < n:
+                raise DataError(f"{path}: '{key}'[{pos}] is {v}, outside the {n} training images (0..{n - 1}); {fix}")
+        arr = np.asarray(values, dtype=np.int64)
+        uniq, counts = np.unique(arr, return_counts=True)
+        if uniq.size != arr.size:
+            dup = uniq[counts > 1]
+            raise DataError(f"{path}: '{key}' lists index {int(dup[0])} more than once ({dup.size} duplicated "
+                            f"indices); {fix}")
+        halves[key] = arr
+    train, valid = halves["train"], halves["valid"]
+    common = np.intersect1d(train, valid)
+    if common.size:
+        raise DataError(f"{path}: index {int(common[0])} is in both 'train' and 'valid' ({common.size} shared); the "
+                        f"halves must be disjoint; {fix}")
     return train, valid
+
+
+def _json_type(value) -> str:
+    """JSON's name for the type of a decoded value, for messages."""
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)

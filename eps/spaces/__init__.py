@@ -21,6 +21,8 @@ import re
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from eps.errors import SpaceError
 
 BUILTIN = {
@@ -56,12 +58,44 @@ def check_space(cls, where: str) -> type:
     if not (inspect.isclass(params) and issubclass(params, SpaceParams)):
         raise SpaceError(f"{where} (space {name!r}): `Params` must subclass eps.space.SpaceParams")
     try:
-        params()
-    except Exception as err:  # a space whose own defaults do not validate is broken, whatever the reason
-        first = str(err).strip().splitlines()
+        defaults = params().model_dump()
+    except ValidationError as err:
+        from eps.config import _error_lines
+        raise SpaceError(f"{where} (space {name!r}): its Params defaults do not validate: "
+                         f"{'; '.join(_error_lines(err, params))}") from None
+    except Exception as err:  # a problems() rule that crashes on the defaults is broken too
         raise SpaceError(f"{where} (space {name!r}): its Params defaults do not validate "
-                         f"({first[-1].strip() if first else type(err).__name__})") from None
+                         f"({type(err).__name__}: {err})".splitlines()[0]) from None
+    _check_notation(cls, name, where, defaults)
     return cls
+
+
+def _check_notation(cls, name: str, where: str, defaults: dict) -> None:
+    """The space built from its defaults must round-trip a sampled architecture and refuse garbage with ArchError,
+    so bad architecture strings always end as one line, never in the space's own code."""
+    import numpy as np
+    from eps.errors import ArchError
+    try:
+        space = cls.from_params(defaults)
+        arch = space.sample(np.random.default_rng(0))
+        if space.decode(space.encode(arch)) != arch:
+            raise SpaceError(f"{where} (space {name!r}): decode(encode(arch)) != arch for a sampled arch; "
+                             f"the notation must round-trip")
+    except SpaceError:
+        raise
+    except Exception as err:
+        raise SpaceError(f"{where} (space {name!r}): building it from its defaults and round-tripping a sampled "
+                         f"architecture failed ({type(err).__name__}: {err})".splitlines()[0]) from None
+    for garbage in ("certainly not an architecture", ""):
+        try:
+            space.decode(garbage)
+        except ArchError:
+            continue
+        except Exception as err:
+            raise SpaceError(f"{where} (space {name!r}): decode({garbage!r}) raised {type(err).__name__}; it must "
+                             f"raise eps.errors.ArchError with a one-line reason").splitlines()[0] from None
+        raise SpaceError(f"{where} (space {name!r}): decode({garbage!r}) accepted it; decode must raise "
+                         f"eps.errors.ArchError for anything that is not an architecture")
 
 
 def _import_ref(ref: str, base: Path | None = None):
@@ -72,10 +106,13 @@ def _import_ref(ref: str, base: Path | None = None):
     try:
         if target.endswith(".py") or "/" in target or "\\" in target:
             path = Path(target).expanduser()
+            tried = [path.resolve()]
             if not path.is_absolute() and not path.exists() and base is not None:
                 path = base / path
+                tried.append(path.resolve())
             if not path.is_file():
-                raise SpaceError(f"space file {target} not found (from {ref!r}); give a path to a .py file")
+                raise SpaceError(f"space file {target} not found (from {ref!r}; looked at "
+                                 f"{' and '.join(map(str, tried))}); give a path to a .py file")
             mod_name = "eps_plugin_" + re.sub(r"\W", "_", str(path.resolve()))
             module = sys.modules.get(mod_name)
             if module is None:
@@ -98,17 +135,24 @@ def _import_ref(ref: str, base: Path | None = None):
     return getattr(module, attr)
 
 
+_origin: dict[str, str] = {}   # registered name -> the reference it came from
+
+
 def _add(name_hint: str, ref: str, base: Path | None = None) -> str:
+    """Register the space at ``ref``; a failure is recorded under ``name_hint`` (never under a registered name, so a
+    plugin that collides with a space already registered cannot take that space down)."""
     try:
         cls = check_space(_import_ref(ref, base), ref)
     except SpaceError as err:
         _broken[name_hint] = str(err)
         return name_hint
     if cls.name in _classes and _classes[cls.name] is not cls:
-        _broken[cls.name] = f"two spaces are named {cls.name!r} ({ref} and {_classes[cls.name].__module__}); rename one"
-        return cls.name
+        _broken[name_hint] = (f"space {ref} is named {cls.name!r} like {_origin[cls.name]}, which is registered "
+                              f"first; rename it")
+        return name_hint
     _classes[cls.name] = cls
-    _broken.pop(cls.name, None)
+    _origin[cls.name] = ref
+    _broken.pop(name_hint, None)
     return cls.name
 
 
@@ -125,20 +169,25 @@ def _load() -> None:
         eps_points = []
     for ep in eps_points:
         if ep.value not in BUILTIN.values():
-            _add(ep.name, ep.value)
+            _add(f"{ep.name} (entry point {ep.value})", ep.value)
 
 
-def register_ref(ref: str, base: Path | None = None) -> str:
-    """Register the space at ``ref`` (``file.py:Class`` or ``module:Class``); returns its name.
+_by_name: set[str] = set()     # spaces a params file registers, so its users can name them with --space NAME
+
+
+def register_ref(ref: str, base: Path | None = None, by_name: bool = False) -> str:
+    """Register the space at ``ref`` (``file.py:Class`` or ``module:Class``); returns its name. ``by_name``: it
+    came from a params file's ``plugins``, so the same params let ``--space NAME`` find it again.
     Raises SpaceError (one line) when it cannot be imported or breaks the contract."""
     _load()
-    if ref in _refs:
-        return _refs[ref]
-    name = _add(ref, ref, base)
-    if name in _broken:
-        raise SpaceError(_broken.pop(name))
-    _refs[ref] = name
-    return name
+    if ref not in _refs:
+        name = _add(ref, ref, base)
+        if name in _broken:
+            raise SpaceError(_broken.pop(name))
+        _refs[ref] = name
+    if by_name:
+        _by_name.add(_refs[ref])
+    return _refs[ref]
 
 
 def resolve(space: str) -> str:
@@ -147,6 +196,14 @@ def resolve(space: str) -> str:
     if ":" in space:
         return register_ref(space)
     return space
+
+
+def cli_name(name: str) -> str:
+    """What to pass to ``--space`` for the space ``name``: its name, or the ``file.py:Class`` reference it was
+    registered from (a name alone does not find a space kept in a file)."""
+    _load()
+    ref = _origin.get(name, name)
+    return ref if ref in _refs and name not in _by_name else name
 
 
 def registered() -> tuple[str, ...]:
@@ -185,5 +242,5 @@ def get_space(name: str, section: dict):
     return space_class(name).from_params(section)
 
 
-__all__ = ["BUILTIN", "broken", "check_space", "get_space", "register_ref", "registered", "resolve",
+__all__ = ["BUILTIN", "broken", "check_space", "cli_name", "get_space", "register_ref", "registered", "resolve",
            "space_class", "space_classes"]

@@ -54,6 +54,13 @@ class PathParameters(Protocol):
     def path_parameters(self, arch) -> list[nn.Parameter]: ...
 
 
+@runtime_checkable
+class ProgressiveSupernet(Protocol):
+    """A supernet whose depth grows with the search's training steps (``set_progress(steps)``, spec §1.8)."""
+
+    def set_progress(self, steps: int) -> None: ...
+
+
 class ImageSupernetTask:
     """Supernet training on the split's train half and fitness on its valid half (spec §1.4, §6 item 3).
 
@@ -70,6 +77,10 @@ class ImageSupernetTask:
         self.model = model.to(device, memory_format=self.memory_format)
         self.amp = net["amp"]
         self.path_only = net["optimizer_updates"] == "path_only"
+        # The progressive schedule counts search steps (the reference has no warm-up); a warm-up trains the initial
+        # depth.
+        self.progressive = stage == "search" and isinstance(self.model, ProgressiveSupernet)
+        self.steps = 0
         self.label_smoothing = net["label_smoothing"]
         subset = net["data_subset"]
         self.fitness_batches = search["fitness_batches"]
@@ -98,6 +109,9 @@ class ImageSupernetTask:
     def train_step(self, arch, lr: float, skip_nonfinite: bool = False) -> torch.Tensor:
         self.model.train()
         set_lr(self.optimizer, lr)
+        if self.progressive:
+            self.model.set_progress(self.steps)
+        self.steps += 1
         x, y = self.train.next()
         loss = self._loss(arch, x, y)
         # PyTorch 1.x's zero_grad, which the reference ran on, zero-filled gradients: set_to_none=False keeps that,
@@ -148,7 +162,8 @@ class ImageSupernetTask:
     def state_dict(self) -> dict:
         """Weights, optimiser, data streams, and which weights have been used (they keep zero gradients)."""
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "train": self.train.state_dict(), "valid": self.valid.state_dict(), "used": self._used()}
+                "train": self.train.state_dict(), "valid": self.valid.state_dict(), "used": self._used(),
+                "steps": self.steps}
 
     def load_state_dict(self, state: dict, weights_only: bool = False) -> None:
         self.model.load_state_dict(state["model"])
@@ -157,6 +172,7 @@ class ImageSupernetTask:
         self.optimizer.load_state_dict(state["optimizer"])
         self.train.load_state_dict(state["train"])
         self.valid.load_state_dict(state["valid"])
+        self.steps = state.get("steps", 0)
         used = set(state.get("used", ()))
         for name, p in self.model.named_parameters():
             p.grad = torch.zeros_like(p) if name in used else None

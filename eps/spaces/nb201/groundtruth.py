@@ -7,12 +7,15 @@ so ``import_benchmark`` converts the official file once and ``GroundTruth`` read
 CSV layout (``nb201/ground_truth.csv`` under the data root): a header row, then one row per cell. Required columns
 ``index`` (the benchmark's architecture index), ``arch`` (its benchmark string), ``cifar10_valid`` and
 ``cifar10_test``; any further columns are numeric accuracies (for example ``nats_cifar100_test``) and are kept.
-An empty cell in an optional column reads as NaN (a benchmark may lack a dataset for some cells).
+An empty cell in an optional column reads as NaN (a benchmark may lack a dataset for some cells). Indexes are in
+0..15624, accuracies in percent (0..100), and the last row ends with a line break (a file that stops mid-line is
+taken as truncated). A file that is present but breaks any of this is a DataError, never "no ground truth".
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 import pickle
@@ -38,6 +41,7 @@ _OP = "(?:" + "|".join(_OPS) + ")"
 _ARCH_RE = re.compile(rf"^\|{_OP}~0\|\+\|{_OP}~0\|{_OP}~1\|\+\|{_OP}~0\|{_OP}~1\|{_OP}~2\|$")
 
 _IMPORT_HINT = "run `eps nb201 import FILE` with the official NAS-Bench-201 .pth, or set EPS_DATA_DIR"
+NUM_INDEXES = 15625  # the benchmark's architecture indexes run 0..15624
 
 
 class GroundTruth:
@@ -71,10 +75,23 @@ class GroundTruth:
     def load(cls, data_root: str | os.PathLike) -> "GroundTruth":
         """Read ``<data_root>/nb201/ground_truth.csv``; DataError if it is missing or malformed."""
         path = Path(data_root) / GROUND_TRUTH_FILE
-        if not path.is_file():
+        if not os.path.lexists(path):
             raise DataError(f"NAS-Bench-201 ground truth not found at {path}; {_IMPORT_HINT} to a folder that holds "
                             f"{GROUND_TRUTH_FILE}")
+        if not path.is_file():
+            raise DataError(f"{path} is {'a broken link' if path.is_symlink() else 'not a regular file'}, not a "
+                            f"ground-truth CSV; replace it: {_IMPORT_HINT}")
         return cls.load_csv(path)
+
+    @classmethod
+    def load_if_present(cls, data_root: str | os.PathLike) -> "GroundTruth | None":
+        """The ground truth if ``<data_root>/nb201/ground_truth.csv`` exists, None if it is absent.
+
+        A file that is present but unreadable, truncated or malformed raises DataError: returning None would run
+        everything without the benchmark and no word of why."""
+        if not os.path.lexists(Path(data_root) / GROUND_TRUTH_FILE):
+            return None
+        return cls.load(data_root)
 
     @classmethod
     def load_csv(cls, path: str | os.PathLike) -> "GroundTruth":
@@ -83,25 +100,34 @@ class GroundTruth:
         try:
             # utf-8-sig: a spreadsheet round trip may add a byte-order mark that would corrupt the first header name.
             with open(path, newline="", encoding="utf-8-sig") as f:
-                rows = list(csv.reader(f))
+                text = f.read()
+            rows = list(csv.reader(io.StringIO(text, newline="")))
         except FileNotFoundError:
             raise DataError(f"NAS-Bench-201 ground truth not found at {path}; {_IMPORT_HINT}") from None
         except (OSError, UnicodeDecodeError, csv.Error) as e:
-            raise DataError(f"{path}: cannot read the ground-truth CSV ({e}); {_IMPORT_HINT}") from None
-        return cls._from_rows(rows, str(path))
+            raise DataError(f"{path}: cannot read the ground-truth CSV ({_one_line(e)}); {_IMPORT_HINT}") from None
+        # Every writer of this table (the importer, csv.writer, spreadsheets) ends the last row with a line break;
+        # a file that stops mid-line was cut short by an interrupted copy, and its last value may be cut too.
+        complete = not text or text.endswith(("\n", "\r"))
+        return cls._from_rows(rows, str(path), complete)
 
     @classmethod
-    def _from_rows(cls, rows: list[list[str]], source: str) -> "GroundTruth":
+    def _from_rows(cls, rows: list[list[str]], source: str, complete: bool = True) -> "GroundTruth":
         if not rows:
             raise DataError(f"{source}: the ground-truth CSV is empty; {_IMPORT_HINT}")
         header = [h.strip() for h in rows[0]]
         missing = [c for c in REQUIRED_COLUMNS if c not in header]
         if missing:
+            shown = ", ".join(header)
+            shown = shown if len(shown) <= 120 else shown[:117] + "..."
             raise DataError(f"{source}: missing column(s) {', '.join(missing)} in the header (found "
-                            f"{', '.join(header)}); {_IMPORT_HINT}")
+                            f"{_one_line(shown)!r}); {_IMPORT_HINT}")
         if len(set(header)) != len(header):
             dup = sorted({h for h in header if header.count(h) > 1})
-            raise DataError(f"{source}: duplicate column(s) {', '.join(dup)} in the header; {_IMPORT_HINT}")
+            raise DataError(f"{source}: duplicate column(s) {_one_line(', '.join(dup))} in the header; {_IMPORT_HINT}")
+        if not complete:
+            raise DataError(f"{source}: the last line (line {len(rows)}) has no line ending, so the file looks "
+                            f"truncated (an interrupted copy or import); re-create it: {_IMPORT_HINT}")
         acc_names = [h for h in header if h not in ("index", "arch")]
         pos = {h: i for i, h in enumerate(header)}
 
@@ -120,6 +146,9 @@ class GroundTruth:
             except ValueError:
                 raise DataError(f"{source}, line {lineno}: index {row[pos['index']]!r} is not an integer; "
                                 f"{_IMPORT_HINT}") from None
+            if not 0 <= idx < NUM_INDEXES:
+                raise DataError(f"{source}, line {lineno}: index {idx} is outside NAS-Bench-201's "
+                                f"0..{NUM_INDEXES - 1}; {_IMPORT_HINT}")
             if idx in seen_index:
                 raise DataError(f"{source}, line {lineno}: index {idx} already used on line {seen_index[idx]}; "
                                 f"{_IMPORT_HINT}")
@@ -141,6 +170,9 @@ class GroundTruth:
                 if not math.isfinite(v):
                     raise DataError(f"{source}, line {lineno}: column {name} holds {text!r}, expected a finite "
                                     f"accuracy; {_IMPORT_HINT}")
+                if not 0 <= v <= 100:
+                    raise DataError(f"{source}, line {lineno}: column {name} holds {text!r}, expected an accuracy "
+                                    f"in percent (0..100); {_IMPORT_HINT}")
                 values[name].append(v)
             index.append(idx)
             archs.append(arch)
@@ -234,22 +266,80 @@ _NOT_BENCHMARK = ("is not a NAS-Bench-201 benchmark file; pass the official NAS-
                   "NAS-Bench-201-v1_1-096897.pth")
 
 
+def _numpy_safe_globals() -> list:
+    """The NumPy globals a NAS-Bench-201 benchmark file may name, and nothing else.
+
+    The official v1.0/v1.1 files hold plain dicts, lists, strings and numbers, some of them NumPy scalars (e.g.
+    ``np.float64`` FLOPs and parameter counts) and NumPy arrays. Pickled, a NumPy scalar is
+    ``multiarray.scalar(dtype, bytes)``, an array ``multiarray._reconstruct(ndarray, shape, b'b')`` plus its state,
+    and a dtype ``numpy.dtype(code, align, copy)`` whose state is set on the dtype's class (``Float64DType`` ...). The
+    module of ``scalar``/``_reconstruct`` is ``numpy.core.multiarray`` in files written by NumPy 1 and
+    ``numpy._core.multiarray`` in files written by NumPy 2, so both names are allowed. Only the dtypes of plain data
+    are allowed (booleans, integers, floats, complex numbers, strings); object arrays, which could hold anything,
+    are not.
+    """
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # NumPy < 1.26
+        from numpy.core import multiarray
+
+    allowed: list = [np.ndarray, np.dtype]
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed += [(multiarray.scalar, f"{module}.scalar"), (multiarray._reconstruct, f"{module}._reconstruct")]
+    allowed += sorted({type(np.dtype(code)) for code in "?bhilqBHILQefdgFDGSU"}, key=lambda t: t.__qualname__)
+    return allowed
+
+
+def _disallowed_global(message: str) -> str | None:
+    """The global a weights-only load refused, from torch's message."""
+    found = (re.search(r"GLOBAL (\S+) was not an allowed global", message)
+             or re.search(r"unsupported GLOBAL (\S+) whose module", message))
+    if found:
+        return found.group(1)
+    found = re.search(r"(?:unrecognized function|but got) (<[^>]*>|\S+)", message)
+    if not found:
+        return None
+    named = re.fullmatch(r"<class '([^']+)'>", found.group(1))  # "<class 'numpy.dtypes.ObjectDType'>"
+    return named.group(1) if named else found.group(1)
+
+
 def _load_benchmark_dict(path: Path) -> dict:
+    """Unpickle a benchmark file with torch's weights-only loader, allowing exactly the NumPy types it may hold.
+
+    Never a full unpickle: a pickle can name any callable (``os.system``, ``builtins.exec``), and unpickling calls
+    it. The weights-only loader refuses any global that is not on the list before calling anything, so a file that
+    is not a benchmark is rejected without running a line of it.
+    """
     import torch
 
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        # The official files predate torch's safe loader and may hold plain-pickled objects it refuses. The file is
-        # one the user explicitly asked to import, so a full unpickle is the only way to read it; anything that is
-        # not a benchmark is still rejected by the checks that follow.
-        pass
-    except Exception as e:  # torch raises assorted types (RuntimeError, EOFError, ...) on corrupt input
-        raise DataError(f"{path} {_NOT_BENCHMARK} (cannot load it: {type(e).__name__}: {e})") from None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise DataError(f"{path} {_NOT_BENCHMARK} (cannot load it: {type(e).__name__}: {e})") from None
+        with torch.serialization.safe_globals(_numpy_safe_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # UnpicklingError for refused content; RuntimeError, EOFError ... on corrupt input
+        message = str(e)
+        refused = _disallowed_global(message) if isinstance(e, pickle.UnpicklingError) else None
+        if refused:
+            raise DataError(f"{path} needs the disallowed global {refused} (a NAS-Bench-201 benchmark holds only "
+                            f"dicts, lists, strings, numbers and NumPy arrays/scalars), so it was refused without "
+                            f"running any of it: it {_NOT_BENCHMARK}") from None
+        raise DataError(f"{path} {_NOT_BENCHMARK} (cannot load it: {type(e).__name__}: "
+                        f"{_short(_wo_reason(message))})") from None
+
+
+def _wo_reason(message: str) -> str:
+    """The cause inside torch's multi-line weights-only message (its advice to load with weights_only=False is
+    exactly what must not be done here)."""
+    found = re.search(r"WeightsUnpickler error: ([^\n]*)", message)
+    return found.group(1) if found else message
+
+
+def _one_line(value) -> str:
+    return " ".join(str(value).split())
+
+
+def _short(value, limit: int = 200) -> str:
+    text = _one_line(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def import_benchmark(pth_path: str | os.PathLike, out_csv: str | os.PathLike) -> int:
@@ -284,7 +374,12 @@ def import_benchmark(pth_path: str | os.PathLike, out_csv: str | os.PathLike) ->
     for idx in indexes:
         try:
             arch = meta_archs[idx]
-            results = ArchResults.create_from_state_dict(arch2infos[idx]["full"])
+            full = arch2infos[idx]["full"]
+            if not isinstance(full, dict):
+                # ArchResults.create_from_state_dict would torch.load a string as a file path, with torch's default
+                # loader rather than the guarded one above; the official files hold the results themselves.
+                raise TypeError(f"its 'full' results are a {type(full).__name__}, not a dict")
+            results = ArchResults.create_from_state_dict(full)
             datasets = set(results.get_dataset_names())
             accs = {}
             for column, dataset, setname in _IMPORT_COLUMNS:

@@ -180,13 +180,57 @@ class NB201Supernet(nn.Module):
     reads them (the supernet never enters eval mode), so outputs are identical and fitness forwards mutate nothing.
     """
 
-    def __init__(self, channels: int = 16, cells_per_stage: int = 5, num_classes: int = 10, skip_dead: bool = True):
+    def __init__(self, channels: int = 16, cells_per_stage: int = 5, num_classes: int = 10, skip_dead: bool = True,
+                 progressive: tuple[int, ...] | None = None, new_cell_init: str = "own"):
         super().__init__()
         self.stem, self.layers, self.is_cell, self.last = _skeleton(
             channels, cells_per_stage, SearchCell, affine=False, track=False)
         self.classifier = nn.Linear(channels * 4, num_classes)
         self.skip_dead = skip_dead
         self._plans: dict[tuple, tuple] = {}
+        # Position of each layer within its stage (cells only; -1 for the residual blocks).
+        pos, self.cell_pos = 0, []
+        for is_cell in self.is_cell:
+            pos = pos + 1 if is_cell else 0
+            self.cell_pos.append(pos - 1 if is_cell else -1)
+        self.cells_per_stage = cells_per_stage
+        self.schedule, self.new_cell_init = (tuple(progressive) if progressive is not None else None), new_cell_init
+        self._depth = cells_per_stage  # a host-side copy of the active depth, so forward never syncs the device
+        if self.schedule is not None:  # the active depth travels with the weights (checkpoints, warm-up files)
+            self._depth = self.depth_at(0)
+            self.register_buffer("active_cells", torch.tensor(self._depth))
+            self.register_load_state_dict_post_hook(lambda module, keys: module._sync_depth())
+
+    def _sync_depth(self) -> None:
+        self._depth = int(self.active_cells)
+
+    def depth_at(self, steps: int) -> int:
+        """Active cells per stage after ``steps`` training steps: 1, plus one per schedule entry reached."""
+        return min(self.cells_per_stage, 1 + sum(steps >= s for s in self.schedule))
+
+    def set_progress(self, steps: int) -> None:
+        """Progressive variant (spec §1.8): grow the active depth to ``depth_at(steps)``. A newly activated cell
+        keeps its own initialisation (the reference) or, with ``new_cell_init="copy_previous"``, starts as a copy of
+        the cell before it in its stage. Growth happens once: the depth is part of the state."""
+        if self.schedule is None:
+            return
+        target, active = self.depth_at(steps), self._depth
+        if target <= active:
+            return
+        if self.new_cell_init == "copy_previous":
+            cells = [(layer, p) for layer, p in zip(self.layers, self.cell_pos) if p >= 0]
+            for i, (layer, p) in enumerate(cells):
+                if active <= p < target:
+                    layer.load_state_dict(cells[i - 1][0].state_dict())
+        self.active_cells.fill_(target)
+        self._depth = target
+
+    def path_parameters(self, arch) -> list[nn.Parameter]:
+        """The weights of every cell's chosen operations, dead edges included: the plain computation runs them
+        (they get zero gradients), the fast path skips them (``eps.train.image.PathParameters``)."""
+        k = self._depth
+        return [p for layer, pos in zip(self.layers, self.cell_pos) if 0 <= pos < k
+                for e, op in enumerate(arch) for p in layer.edges[e][op].parameters()]
 
     def plan(self, arch):
         if not self.skip_dead:
@@ -195,17 +239,14 @@ class NB201Supernet(nn.Module):
             self._plans[arch] = live_edges(arch)
         return self._plans[arch]
 
-    def path_parameters(self, arch) -> list[nn.Parameter]:
-        """The weights of every cell's chosen operations, dead edges included: the plain computation runs them
-        (they get zero gradients), the fast path skips them (``eps.train.image.PathParameters``)."""
-        return [p for layer, is_cell in zip(self.layers, self.is_cell) if is_cell
-                for e, op in enumerate(arch) for p in layer.edges[e][op].parameters()]
-
     def forward(self, x, arch):
         plan = self.plan(arch)
+        k = self._depth
         x = self.stem(x)
-        for layer, is_cell in zip(self.layers, self.is_cell):
-            x = layer(x, arch, plan) if is_cell else layer(x)
+        for layer, pos in zip(self.layers, self.cell_pos):
+            if pos >= k:  # progressive variant: cells beyond the active depth are skipped
+                continue
+            x = layer(x, arch, plan) if pos >= 0 else layer(x)
         x = self.last(x)
         return self.classifier(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 

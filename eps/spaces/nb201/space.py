@@ -6,7 +6,7 @@ encoding EPS uses. Files and reports use the benchmark's arch string.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import Field
@@ -30,6 +30,14 @@ class NB201SpaceSettings(SpaceSettings):
 
 class NB201SupernetSettings(ImageSupernetSettings):
     skip_dead_edges: bool = True   # skip edges whose output cannot reach the cell output (same loss, less work)
+    # Progressive variant (spec §1.8, §5 item 14): active cells per stage grow 1, 2, ... at these search
+    # iterations (the reference: [15000, 30000, 45000, 60000]); null = every cell from the start (the paper).
+    progressive: list[Annotated[int, Field(ge=1)]] | None = None
+    new_cell_init: Literal["own", "copy_previous"] = "own"   # a newly enabled cell: its own init (reference)
+
+    def problems(self):
+        if self.progressive is not None and list(self.progressive) != sorted(set(self.progressive)):
+            yield "progressive", f"got {self.progressive}, expected increasing iterations, e.g. [15000, 30000]"
 
 
 class NB201Params(SpaceParams):
@@ -134,11 +142,20 @@ class NB201Space:
     def decode(self, text: str) -> tuple[int, ...]:
         return str_to_arch(text)
 
+    def features(self, arch, kind: str = "ordinal") -> np.ndarray:
+        """The six op indices (``ordinal``, the reference predictor's input) or 6 x 5 indicators (``one_hot``)."""
+        ops = np.asarray(arch, dtype=np.int64)
+        if kind == "one_hot":
+            return np.eye(len(OPS), dtype=np.float32)[ops].reshape(-1)
+        return ops.astype(np.float32)
+
     def largest(self) -> tuple[int, ...]:
         return (OPS.index("nor_conv_3x3"),) * len(EDGES)
 
-    def build_supernet(self, skip_dead_edges: bool = True) -> NB201Supernet:
-        return NB201Supernet(self.channels, self.cells_per_stage, self.num_classes, skip_dead=skip_dead_edges)
+    def build_supernet(self, skip_dead_edges: bool = True, progressive: list[int] | None = None,
+                       new_cell_init: str = "own") -> NB201Supernet:
+        return NB201Supernet(self.channels, self.cells_per_stage, self.num_classes, skip_dead=skip_dead_edges,
+                             progressive=progressive, new_cell_init=new_cell_init)
 
     def build_network(self, arch, num_classes: int | None = None) -> NB201Network:
         return NB201Network(arch, self.channels, self.cells_per_stage, num_classes or self.num_classes)
@@ -146,26 +163,26 @@ class NB201Space:
     def num_params(self, arch, num_classes: int | None = None, channels: int | None = None,
                    layers: int | None = None) -> int:
         """``channels`` = C, ``layers`` = cells per stage (``eps arch params --channels/--layers``)."""
+        import torch
         key = (arch, num_classes, channels, layers)
         if key not in self._params_cache:
-            net = NB201Network(arch, channels or self.channels, layers or self.cells_per_stage,
-                               num_classes or self.num_classes)
+            with torch.device("meta"):  # shapes only: nothing is allocated, however wide the network
+                net = NB201Network(arch, channels or self.channels, layers or self.cells_per_stage,
+                                   num_classes or self.num_classes)
             self._params_cache[key] = sum(p.numel() for p in net.parameters())
         return self._params_cache[key]
 
     def search_task(self, section: dict, data_root, device, seed: int, stage: str = "search"):
         from eps.train.image import ImageSupernetTask
-        model = self.build_supernet(skip_dead_edges=section["supernet"]["skip_dead_edges"])
+        net = section["supernet"]
+        model = self.build_supernet(net["skip_dead_edges"], net["progressive"], net["new_cell_init"])
         return ImageSupernetTask(model, section, stage, data_root, device, seed, dataset=section["space"]["dataset"])
 
     def benchmark(self, data_root):
-        """NAS-Bench-201 ground truth when the CSV is under the data root, else None."""
+        """NAS-Bench-201 ground truth when the CSV is under the data root, None when it is absent; a CSV that is
+        present but unreadable, truncated or malformed raises DataError rather than silently dropping the benchmark."""
         from eps.spaces.nb201.groundtruth import GroundTruth
-        from eps.errors import DataError
-        try:
-            return GroundTruth.load(data_root)
-        except DataError:
-            return None
+        return GroundTruth.load_if_present(data_root)
 
     def retrain_task(self, arch, section: dict, data_root, device, seed: int):
         from eps.train.image import ImageRetrainTask
