@@ -32,7 +32,8 @@ def _yaml_number(value: Any) -> Any:
     return value
 
 
-Number = Annotated[float, BeforeValidator(_yaml_number)]
+FLOAT32_MAX = 3.4e38
+Number = Annotated[float, BeforeValidator(_yaml_number), Field(ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
 """A float setting: accepts ints, floats and numeric text (``1e-3``); never NaN or infinity."""
 
 

@@ -58,6 +58,12 @@ class SearchSettings(ControllerSettings, OptimizerSettings):
     on_nonfinite: Literal["stop", "skip"] = "stop"
     checkpoint_every: int = Field(20, ge=1)      # rounds
 
+    def problems(self):
+        yield from super().problems()
+        if self.first_round_steps > self.iterations > 0:
+            yield "first_round_steps", (f"{self.first_round_steps} is more than search.iterations "
+                                        f"{self.iterations}: no round would end")
+
 
 @runtime_checkable
 class StatefulHook(Protocol):

@@ -70,8 +70,8 @@ def check_snapshot(snap, position: int | None = None) -> dict:
             got = f"a list of {len(value)}" if isinstance(value, list) else _short(value)
             raise bad(f"'{key}' is {got}, expected a list of {len(arch)} (one per member of 'arch')")
     for i, (l, c) in enumerate(zip(loss, count)):
-        if not (l is None or (_is_number(l) and not math.isnan(l))):
-            raise bad(f"'loss' of member {i} is {_short(l)}, expected a number or null")
+        if not (l is None or (_is_number(l) and math.isfinite(l))):
+            raise bad(f"'loss' of member {i} is {_short(l)}, expected a finite number or null")
         if not _is_int(c) or c < 0:
             raise bad(f"'count' of member {i} is {_short(c)}, expected an integer >= 0")
     return snap
@@ -96,7 +96,13 @@ def snapshot_winner(snap: dict) -> tuple[str, float] | None:
 def collect_candidates(snapshots: Iterable[dict], window: int) -> tuple[list[Candidate], int]:
     """Winners of the snapshots with iteration > final - window; returns (candidates, final iteration).
     Every record is checked first (``check_snapshot``): a malformed one raises EpsError naming it."""
-    snaps = sorted((check_snapshot(s, i) for i, s in enumerate(snapshots)), key=lambda s: s["iteration"])
+    checked = [check_snapshot(s, i) for i, s in enumerate(snapshots)]
+    for i in range(1, len(checked)):  # a history is written in order; anything else was edited or mixed up
+        if checked[i]["iteration"] < checked[i - 1]["iteration"]:
+            raise EpsError(f"snapshot history, record {i + 1}: iteration {checked[i]['iteration']} comes after "
+                           f"{checked[i - 1]['iteration']}; the history is out of order: rerun `eps stage search` "
+                           f"(or re-import the records)")
+    snaps = sorted(checked, key=lambda s: s["iteration"])
     if not snaps:
         return [], 0
     final = snaps[-1]["iteration"]

@@ -102,7 +102,31 @@ def friendly(fn):
             typer.secho("interrupted; run the same command again to resume from the last checkpoint",
                         fg="yellow", err=True)
             raise typer.Exit(130) from None
+        except RecursionError:
+            typer.secho("error: an input file is nested too deeply to be a params file, split file or history; "
+                        "check the file named in the command", fg="red", err=True)
+            raise typer.Exit(2) from None
+        except (MemoryError, RuntimeError) as err:
+            text = str(err)
+            if isinstance(err, RuntimeError) and "allocate" not in text and "overflow" not in text:
+                return _unexpected(err)
+            typer.secho(f"error: this configuration does not fit the machine ({text.splitlines()[0][:200]}); use "
+                        f"smaller widths, depths, batches or learning rates", fg="red", err=True)
+            raise typer.Exit(2) from None
+        except Exception as err:  # no traceback ever: one line, and the traceback on request
+            return _unexpected(err)
     return wrapper
+
+
+def _unexpected(err: Exception):
+    """An error eps does not anticipate: one line, exit 1; ``EPS_DEBUG=1`` shows the traceback."""
+    import os
+    if os.environ.get("EPS_DEBUG"):
+        raise err
+    first = (str(err).splitlines() or [""])[0][:300]
+    typer.secho(f"error: unexpected {type(err).__name__}: {first}; rerun with EPS_DEBUG=1 for the traceback and "
+                f"report it", fg="red", err=True)
+    raise typer.Exit(1) from None
 
 
 def _one_problem_line(text: str) -> str:
@@ -226,11 +250,15 @@ def arch_params(archs: List[str] = typer.Argument(..., help="Architectures in th
 @nb201_app.command("import")
 @friendly
 def nb201_import(file: Path = typer.Argument(..., help="Official NAS-Bench-201 v1.0/v1.1 .pth file."),
-                 out: Optional[Path] = typer.Option(None, "--out", help="CSV to write (default: DATA_ROOT/nb201/ground_truth.csv).")):
+                 out: Optional[Path] = typer.Option(None, "--out", help="CSV to write (default: DATA_ROOT/nb201/ground_truth.csv)."),
+                 force: bool = typer.Option(False, "--force", help="Replace an existing file.")):
     """Write eps's compact ground-truth CSV from the official benchmark file."""
+    from eps.errors import EpsError
     from eps.spaces.nb201.groundtruth import GROUND_TRUTH_FILE, import_benchmark
     from eps.config import data_root
     target = out or (data_root(_params(None, None)[1]) / GROUND_TRUTH_FILE)
+    if target.exists() and not force:
+        raise EpsError(f"{target} exists; pass --force to replace it, or write elsewhere with --out")
     n = import_benchmark(file, target)
     typer.echo(f"wrote {n} cells to {target}")
 
@@ -248,6 +276,10 @@ def import_records(run_dir: Path = typer.Argument(..., help="Run folder of the r
     target = out / space / "search" / "history.jsonl"
     if target.exists() and not force:
         raise EpsError(f"{target} exists; pass --force to replace it, or choose another --out")
+    others = sorted(p.name for p in target.parent.iterdir() if p.name != target.name) if target.parent.is_dir() else []
+    if others:
+        raise EpsError(f"{target.parent} holds the outputs of a search ({', '.join(others)}); an imported history "
+                       f"must not sit beside them: import into another --out")
     snapshots = do_import(run_dir, target)
     typer.echo(f"imported {len(snapshots)} snapshots into {target}; next: eps stage select --space {space} --out {out}")
 

@@ -111,6 +111,18 @@ def _setup(space_name: str, params: dict, stage: str):
     return section, space, device
 
 
+def _check_warm_state(warm: dict, model: dict, path: Path, space_name: str, paths: RunPaths) -> None:
+    """The warm-up file must hold this supernet: same tensors, same shapes (else the space or supernet params
+    changed since the warm-up ran)."""
+    keys = set(warm) ^ set(model)
+    shapes = [k for k in set(warm) & set(model) if tuple(warm[k].shape) != tuple(model[k].shape)]
+    if keys or shapes:
+        what = f"tensors {', '.join(sorted(keys)[:3])}" if keys else f"shapes of {', '.join(sorted(shapes)[:3])}"
+        raise EpsError(f"{path} holds another supernet ({what} differ): the space or supernet params changed since "
+                       f"the warm-up ran; rerun it: eps stage warmup --space {cli_name(space_name)} "
+                       f"--out {paths.out} --restart")
+
+
 def _require(path: Path, stage: str, space: str, paths: RunPaths | None = None) -> Path:
     if not path.exists() and paths is not None and eio.half_swapped(paths.stage(stage)):
         # the upstream stage was killed while swapping its outputs in: finish that swap, unless it is running now
@@ -175,6 +187,8 @@ def _search(space_name: str, params: dict, paths: RunPaths, restart: bool) -> di
             task = space.search_task(section, data_root(params), device, seed + SEED_OFFSET["search"], "search")
         seed_everything(seed + SEED_OFFSET["search"], params["deterministic"])
         warm_state, warm_digest = None, "initialisation"
+    if warm_state is not None:
+        _check_warm_state(warm_state["model"], task.model.state_dict(), warm_path, space_name, paths)
     controller = Controller.from_settings(space, np.random.default_rng([params["seed"], 2]), cfg)
     identity = {"stage": "search", "seed": params["seed"], "space": section["space"], "supernet": section["supernet"],
                 "search": cfg, "warmup_supernet": warm_digest, "data": data}

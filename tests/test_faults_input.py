@@ -461,3 +461,68 @@ def test_dvc_params_cover_what_the_nb201_stages_read(tmp_path, one_thread):
                                       for q in declared[name]))
         assert not uncovered, f"stage {name} reads {uncovered}, not in its dvc.yaml params"
         assert any(k.startswith("nb201.") for k in log), name  # the recorder did see the reads
+
+
+# ------------------------------------------------------------------------------------------------ found by the attack pass
+
+def test_ground_truth_import_never_replaces_a_file_without_force(tmp_path):
+    target = write(tmp_path / "precious.csv", "keep me\n")
+    proc = run_eps("nb201", "import", tmp_path / "whatever.pth", "--out", target, check=False)
+    one_line_error(proc, "precious.csv", "--force")
+    assert target.read_text() == "keep me\n"
+
+
+def test_search_refuses_a_warmup_file_of_another_supernet(finished_run, tmp_path):
+    params, out = copy_run(finished_run, tmp_path)
+    cfg = yaml.safe_load(params.read_text())
+    cfg["nb201"]["space"]["channels"] = 8
+    other = write(tmp_path / "other.yaml", yaml.safe_dump(cfg))
+    proc = run_eps("stage", "search", "--params", other, "--out", out, "--restart", check=False)
+    one_line_error(proc, "supernet.pt", "eps stage warmup")
+
+
+@pytest.mark.parametrize("key,value", [("lr", 1e39), ("weight_decay", 1e300)])
+def test_numbers_beyond_float32_are_refused_at_validation(tmp_path, key, value):
+    cfg = yaml.safe_load(yaml.safe_dump(TINY_NB201))
+    cfg["nb201"]["search"][key] = value
+    proc = run_eps("params", "--params", write(tmp_path / "p.yaml", yaml.safe_dump(cfg)), check=False)
+    one_line_error(proc, f"nb201.search.{key}", "must be <=")
+
+
+def test_first_round_longer_than_the_search_is_refused(tmp_path):
+    cfg = yaml.safe_load(yaml.safe_dump(TINY_NB201))
+    cfg["nb201"]["search"]["first_round_steps"] = 1000
+    proc = run_eps("params", "--params", write(tmp_path / "p.yaml", yaml.safe_dump(cfg)), check=False)
+    one_line_error(proc, "first_round_steps")
+
+
+@pytest.mark.parametrize("edit", ["infinite loss", "out of order"])
+def test_select_refuses_infinite_losses_and_reordered_histories(finished_run, tmp_path, edit):
+    params, out = copy_run(finished_run, tmp_path)
+    path = out / "nb201/search/history.jsonl"
+    lines = path.read_text().splitlines()
+    if edit == "infinite loss":
+        rec = json.loads(lines[-1])
+        rec["loss"] = [-1e400 if l is not None else None for l in rec["loss"]]
+        lines[-1] = json.dumps(rec)
+    else:
+        lines = lines[::-1]
+    path.write_text("\n".join(lines) + "\n")
+    before = (out / "nb201/select/arch.txt").read_bytes()
+    proc = run_eps("stage", "select", "--params", params, "--out", out, check=False)
+    one_line_error(proc, "history")
+    assert (out / "nb201/select/arch.txt").read_bytes() == before
+
+
+def test_plugin_that_exits_at_import_is_a_failed_import(tmp_path):
+    plug = write(tmp_path / "exits.py", "import sys\nsys.exit(0)\n")
+    proc = run_eps("params", "--space", f"{plug}:X", check=False)
+    one_line_error(proc, "failed to import", "SystemExit")
+
+
+def test_an_unanticipated_error_is_one_line_without_a_traceback(tmp_path):
+    """The last line of defence: nested input deeper than Python's recursion limit."""
+    deep = "seed: " + "[" * 3000 + "]" * 3000 + "\n"
+    proc = run_eps("params", "--params", write(tmp_path / "deep.yaml", deep), check=False)
+    assert proc.returncode in (1, 2) and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr

@@ -128,7 +128,7 @@ def _import_ref(ref: str, base: Path | None = None):
             module = importlib.import_module(target)
     except SpaceError:
         raise
-    except Exception as err:
+    except (Exception, SystemExit) as err:  # a plugin calling sys.exit at import is a failed import too
         raise SpaceError(f"space {ref!r} failed to import: {type(err).__name__}: {err}".splitlines()[0]) from None
     if not hasattr(module, attr):
         raise SpaceError(f"space {ref!r}: {target} has no attribute {attr!r}")
