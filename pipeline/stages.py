@@ -85,11 +85,36 @@ def locked(paths: RunPaths, stage: str):
     except filelock.Timeout:
         raise EpsError(f"another eps process is writing {paths.root} (stage {stage}, lock {lock_path}); wait for it "
                        f"to finish or stop it, then run this command again") from None
+    _HELD.add(str(lock_path))
     try:
+        busy = _busy_stage(paths, stage)
+        if busy is not None:
+            raise EpsError(f"another eps process is writing {paths.root} (stage {busy}); one writer per run folder: "
+                           f"wait for it to finish or stop it, then run this command again")
         _recover(paths, stage)
         yield
     finally:
+        _HELD.discard(str(lock_path))
         lock.release()
+
+
+_HELD: set[str] = set()   # lock files this process holds (select finishes search's interrupted swap under both)
+WRITERS = ("warmup", "search", "select", "retrain", "report", "study")
+
+
+def _busy_stage(paths: RunPaths, stage: str) -> str | None:
+    """A stage of this run folder another process holds the lock of, if any (one writer per run folder)."""
+    for other in WRITERS:
+        path = paths.lock_file(other)
+        if other == stage or str(path) in _HELD or not path.exists():
+            continue
+        probe = filelock.FileLock(str(path), timeout=0)
+        try:
+            probe.acquire()
+        except filelock.Timeout:
+            return other
+        probe.release()
+    return None
 
 
 def _recover(paths: RunPaths, stage: str) -> None:

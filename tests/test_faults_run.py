@@ -77,9 +77,14 @@ def test_second_writer_fails_at_once_and_first_finishes_undisturbed(tmp_path):
             assert first.poll() is None, first.stderr.read()
             time.sleep(0.05)
         second = run_eps("stage", "search", "--params", params, "--out", out, check=False, one_thread=True)
+        # another stage on the same folder is a second writer too (one writer per run folder)
+        other = run_eps("stage", "warmup", "--params", params, "--out", out, "--restart", check=False,
+                        one_thread=True)
         assert first.poll() is None, "the first search ended before the second one tried; make it longer"
         line = one_line_error(second)
         assert "another eps process is writing" in line and str(out / "nb201") in line
+        line = one_line_error(other)
+        assert "another eps process is writing" in line and "stage search" in line
         _, err = first.communicate(timeout=600)
     finally:
         if first.poll() is None:
