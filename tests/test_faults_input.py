@@ -526,3 +526,11 @@ def test_an_unanticipated_error_is_one_line_without_a_traceback(tmp_path):
     proc = run_eps("params", "--params", write(tmp_path / "deep.yaml", deep), check=False)
     assert proc.returncode in (1, 2) and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_import_records_never_lands_beside_a_finished_search(finished_run, tmp_path):
+    params, out = copy_run(finished_run, tmp_path)
+    before = snapshot_of(out / "nb201/search")
+    proc = run_eps("import-records", tmp_path / "records", "--out", out, "--force", check=False)
+    one_line_error(proc, "another --out")
+    assert snapshot_of(out / "nb201/search") == before
