@@ -77,6 +77,8 @@ class ImageSupernetTask:
         self.model = model.to(device, memory_format=self.memory_format)
         self.amp = net["amp"]
         self.path_only = net["optimizer_updates"] == "path_only"
+        # Zero-fill the skipped ops' gradients only where the supernet skips work (checked once, not per step).
+        self.fill_path = not self.path_only and isinstance(self.model, PathParameters)
         # The progressive schedule counts search steps (the reference has no warm-up); a warm-up trains the initial
         # depth.
         self.progressive = stage == "search" and isinstance(self.model, ProgressiveSupernet)
@@ -118,7 +120,7 @@ class ImageSupernetTask:
         # so SGD's momentum and weight decay reach every weight used before, as in the reference (spec §6 item 7).
         self.optimizer.zero_grad(set_to_none=self.path_only)
         loss.backward()
-        if not self.path_only and isinstance(self.model, PathParameters):
+        if self.fill_path:
             for p in self.model.path_parameters(arch):
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
