@@ -26,15 +26,21 @@ def ran(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
-def test_dvc_repro_caches_and_reruns_only_what_changed(tiny_params, tmp_path):
+def make_repo(tmp_path, *extra: str):
+    """A copy of the project's code and pipeline files (plus ``extra`` folders) in ``tmp_path/repo``."""
     repo = tmp_path / "repo"
     repo.mkdir()
-    for item in ("eps", "pipeline", "study", ".dvc", "dvc.yaml", ".dvcignore"):
+    for item in ("eps", "pipeline", *extra, ".dvc", "dvc.yaml", ".dvcignore"):
         src = REPO / item
         if src.is_dir():
             shutil.copytree(src, repo / item, ignore=shutil.ignore_patterns("__pycache__", "cache", "tmp"))
         else:
             shutil.copy(src, repo / item)
+    return repo
+
+
+def test_dvc_repro_caches_and_reruns_only_what_changed(tiny_params, tmp_path):
+    repo = make_repo(tmp_path, "study")
     full = load_params(tiny_params)  # every key the pipeline declares must exist in params.yaml
     (repo / "params.yaml").write_text(yaml.safe_dump(full, sort_keys=False))
     sh("git init -q && git config user.email t@t && git config user.name t && git add -A && git commit -qm init", repo)
@@ -63,14 +69,7 @@ def test_dvc_repro_caches_and_reruns_only_what_changed(tiny_params, tmp_path):
 def test_dvc_repro_runs_a_space_kept_outside_eps(tmp_path):
     """The example space (examples/chain_space.py) through `dvc repro`: registered by `plugins`, its section pasted
     from `eps params --space`, no file of eps touched."""
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    for item in ("eps", "pipeline", "examples", ".dvc", "dvc.yaml", ".dvcignore"):
-        src = REPO / item
-        if src.is_dir():
-            shutil.copytree(src, repo / item, ignore=shutil.ignore_patterns("__pycache__", "cache", "tmp"))
-        else:
-            shutil.copy(src, repo / item)
+    repo = make_repo(tmp_path, "examples")
     ref = "examples/chain_space.py:ChainSpace"
     section = yaml.safe_load(sh(f"eps params --space {ref}", repo))
     section["chain"]["supernet"]["data_subset"] = 256
