@@ -116,7 +116,7 @@ def _is_float(v) -> bool:
         return False
 
 
-def report(space_name: str, params: dict, out: str | Path) -> str:
+def report(space_name: str, params: dict, out: str | Path, explicit: bool = True) -> str:
     """Check every finished stage's files, print the tables, write report.txt and the plots (one writer at a time
     per run folder)."""
     with locked(RunPaths(out, space_name), "report"):

@@ -159,7 +159,7 @@ def _require(path: Path, stage: str, space: str, paths: RunPaths | None = None) 
     return path
 
 
-def warmup(space_name: str, params: dict, out: str | Path, restart: bool = False) -> dict:
+def warmup(space_name: str, params: dict, out: str | Path, restart: bool = False, redo: bool = False) -> dict:
     paths = RunPaths(out, space_name)
     with locked(paths, "warmup"):
         return _warmup(space_name, params, paths, restart)
@@ -184,7 +184,7 @@ def _warmup(space_name: str, params: dict, paths: RunPaths, restart: bool) -> di
     return {"iterations": result.iterations}
 
 
-def search(space_name: str, params: dict, out: str | Path, restart: bool = False) -> dict:
+def search(space_name: str, params: dict, out: str | Path, restart: bool = False, redo: bool = False) -> dict:
     paths = RunPaths(out, space_name)
     with locked(paths, "search"):
         return _search(space_name, params, paths, restart)
@@ -257,7 +257,7 @@ def load_history(path: Path) -> list[dict]:
                        f"rerun the search stage or re-import the records") from None
 
 
-def select(space_name: str, params: dict, out: str | Path, restart: bool = False) -> dict:
+def select(space_name: str, params: dict, out: str | Path, restart: bool = False, redo: bool = False) -> dict:
     paths = RunPaths(out, space_name)
     with locked(paths, "select"):
         return _select(space_name, params, paths)
@@ -299,7 +299,8 @@ def _select(space_name: str, params: dict, paths: RunPaths) -> dict:
     return result
 
 
-def retrain(space_name: str, params: dict, out: str | Path, restart: bool = False, arch: str | None = None) -> dict:
+def retrain(space_name: str, params: dict, out: str | Path, restart: bool = False, arch: str | None = None,
+            redo: bool = False) -> dict:
     """Under ``torchrun --nproc_per_node N`` this trains with DDP (for spaces whose task supports it); every rank
     trains, only rank 0 writes checkpoints and outputs (and holds the stage's lock)."""
     try:
