@@ -8,7 +8,8 @@ export EPS_DATA_DIR ?= $(abspath ../shared/data)
 
 $(BIN)/eps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	# torch and torchvision are pinned exactly: a looser pin pulls a multi-GB CUDA build from the index.
+	# torch and torchvision are pinned exactly, to the versions eps is tested with. PyPI's Linux torch is the CUDA
+	# build whatever the pin (about 5 GB with its nvidia-* and triton wheels), the CPU demo included.
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install --quiet -e '.[test]'

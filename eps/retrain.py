@@ -25,8 +25,11 @@ class RetrainSettings(Settings):
 
 
 def run_retrain(task, epochs: int, checkpoint_every: int, ckpt: CheckpointDir, restart: bool = False,
-                log=None) -> dict:
-    """Epoch loop shared by all spaces: train, evaluate, checkpoint; returns {'history': [...], 'seconds': ...}."""
+                log=None, on_start=None) -> dict:
+    """Epoch loop shared by all spaces: train, evaluate, checkpoint; returns {'history': [...], 'seconds': ...}.
+
+    ``log(row)`` is called after every epoch trained here; ``on_start(rows)`` once before the first, with the rows of
+    the epochs a resumed checkpoint already holds (empty when starting afresh), so a live view can be rebuilt."""
     state = ckpt.load_latest(restart)
     history: list[dict] = []
     epoch = 0
@@ -34,6 +37,9 @@ def run_retrain(task, epochs: int, checkpoint_every: int, ckpt: CheckpointDir, r
         task.load_state_dict(state["task"])
         set_rng_state(state["global_rng"], task.device)
         history, epoch = state["history"], state["epoch"]
+        ckpt.log(f"retrain: resumed from epoch {epoch} ({ckpt.dir})")
+    if on_start is not None:
+        on_start(list(history))
     start = time.monotonic()
     epoch_seconds = []  # kept out of `history`, so metrics stay bit-identical across interrupted runs
     with progress_bar("retrain", epochs * task.steps_per_epoch, epoch * task.steps_per_epoch) as bar:

@@ -92,6 +92,12 @@ class LoopResult:
     resumed_from: int
     last_train_loss: float
     nonfinite_skipped: int
+    rounds: int = 0    # search rounds trained (one snapshot each); 0 for the warm-up
+
+
+def _finite(x: float) -> float | None:
+    """JSON has no NaN: a statistic that does not exist (every step skipped) is written as null."""
+    return x if math.isfinite(x) else None
 
 
 def _check_finite(values: torch.Tensor, what: str, where) -> None:
@@ -118,6 +124,7 @@ def run_warmup(space: SearchSpace, task: SupernetTask, cfg: dict, seed: int, ckp
             set_rng_state(state["global_rng"], task.device)
         _restore(ckpt, apply)
         t = state["iteration"]
+        ckpt.log(f"warmup: resumed from iteration {t} ({ckpt.dir})")
     start, resumed_from = time.monotonic(), t
     # Kept in the checkpoint so a run resumed from any checkpoint reports what an uninterrupted run reports.
     skipped = state.get("nonfinite_skipped", 0) if state is not None else 0
@@ -141,7 +148,11 @@ def run_warmup(space: SearchSpace, task: SupernetTask, cfg: dict, seed: int, ckp
 
 def run_search(space: SearchSpace, task: SupernetTask, controller: Controller, cfg: dict, history: AppendLog, ckpt: CheckpointDir,
                warm_state: dict | None = None, restart: bool = False, on_round=None) -> LoopResult:
-    """The EPS loop. ``history`` receives one population snapshot per round boundary and a final one.
+    """The EPS loop. ``history`` receives one record per round, written when the round ends: the population
+    snapshot (``Controller.snapshot``: iteration, arch, loss, count, age) plus ``round``, the round's statistics
+    (``train_loss``: mean over its steps, nats; ``lr`` of its last step; ``fitness_best``/``fitness_mean``: the
+    validation loss of the members measured, nats; ``measured``: how many). With 0 iterations it holds one snapshot
+    of the initial population.
 
     ``on_round(t)``, when given, is called after every round (``t`` = iterations done, the round's fitness recorded)
     and before that round's checkpoint. If it is a ``StatefulHook``, its state is saved in every checkpoint and
@@ -170,6 +181,10 @@ def run_search(space: SearchSpace, task: SupernetTask, controller: Controller, c
         _restore(ckpt, apply)
         history.truncate(state["history_bytes"])
         t, skipped = state["iteration"], state["nonfinite_skipped"]
+        ckpt.log(f"search: resumed from iteration {t} ({ckpt.dir})")
+        if t > 0 and not state.get("snapshot_at_round_end"):
+            # a checkpoint of eps <= 0.1 (snapshots were written at the next round's start): write the one it lacks
+            history.append(controller.snapshot(t))
     else:
         history.truncate(0)
         if warm_state is not None:
@@ -184,7 +199,8 @@ def run_search(space: SearchSpace, task: SupernetTask, controller: Controller, c
         n_bytes = history.commit()
         payload = {"task": task.state_dict(), "controller": controller.state_dict(),
                    "global_rng": rng_state(task.device), "history_bytes": n_bytes, "history_sha": history.digest(),
-                   "iteration": t, "nonfinite_skipped": skipped, "last_train_loss": last}
+                   "iteration": t, "nonfinite_skipped": skipped, "last_train_loss": last,
+                   "snapshot_at_round_end": True}
         if hook_state:
             payload["on_round"] = on_round.state_dict()
         ckpt.save(payload)
@@ -192,10 +208,10 @@ def run_search(space: SearchSpace, task: SupernetTask, controller: Controller, c
     with progress_bar(f"search ({controller.strategy})", total, t) as bar:
         while t < total:
             if t > 0:
-                history.append(controller.snapshot(t))
                 controller.evolve()
             n = min(first if t == 0 else interval, total - t)
             archs, losses = [], []
+            lr = base_lr
             for k in range(n):
                 lr = cosine_lr(base_lr, t + k + 1, total) if cosine else base_lr
                 arch = controller.next_train_arch()
@@ -218,11 +234,16 @@ def run_search(space: SearchSpace, task: SupernetTask, controller: Controller, c
             t += n
             rounds_done += 1
             last = float(train_l[torch.isfinite(train_l)].mean()) if torch.isfinite(train_l).any() else float("nan")
+            history.append({**controller.snapshot(t), "round": {
+                "train_loss": _finite(last), "lr": lr,
+                "fitness_best": float(fit.min()) if len(fit) else None,
+                "fitness_mean": float(fit.mean()) if len(fit) else None, "measured": len(measured)}})
             if on_round is not None:
                 on_round(t)
             if rounds_done % every == 0 or t >= total:
                 save()
             bar.advance(n, f"train loss {last:.3f}  best fitness {float(fit.min()) if len(fit) else float('nan'):.3f}")
-    history.append(controller.snapshot(t))
+    if total == 0:  # no round: the history still shows the population the search started from
+        history.append(controller.snapshot(0))
     history.commit()
-    return LoopResult(t, time.monotonic() - start, resumed_from, last, skipped)
+    return LoopResult(t, time.monotonic() - start, resumed_from, last, skipped, rounds_done)

@@ -6,8 +6,40 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from typer.core import TyperCommand
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+SPACES = "the registered spaces"   # replaced by their names when a help page is shown (Command)
+
+
+def _space_names() -> list[str]:
+    """The built-in spaces and the installed plugins' entry-point names, read from package metadata without importing
+    any space (the registry's ``registered()`` imports torch and every space: a second per call)."""
+    from importlib.metadata import entry_points
+    from eps.spaces import BUILTIN, ENTRY_POINT_GROUP
+    names = list(BUILTIN)
+    try:
+        names += [ep.name for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name not in names]
+    except Exception:  # a broken installed distribution must not break --help
+        pass
+    return names
+
+
+def _complete_space(incomplete: str) -> list[str]:
+    return [n for n in _space_names() if n.startswith(incomplete)]
+
+
+class Command(TyperCommand):
+    """A command whose help names the registered spaces; they are looked up only when the help page is shown, so
+    ``eps`` starts as fast as without the list."""
+
+    def format_help(self, ctx, formatter):
+        for param in self.params:
+            if isinstance(getattr(param, "help", None), str) and SPACES in param.help:
+                param.help = param.help.replace(SPACES, ", ".join(_space_names()))
+        return super().format_help(ctx, formatter)
+
+
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
                   help="EPS: evolving the proxy search space, a random-sampling weight-sharing NAS method.")
 stage_app = typer.Typer(no_args_is_help=True, help="Run one pipeline stage.")
 arch_app = typer.Typer(no_args_is_help=True, help="Inspect architectures.")
@@ -18,13 +50,28 @@ app.add_typer(nb201_app, name="nb201")
 study_app = typer.Typer(no_args_is_help=True, help="Studies of the method against a benchmark's ground truth.")
 app.add_typer(study_app, name="study")
 
-SpaceOpt = typer.Option("nb201", "--space", "-s",
-                        help="Search space: nb201, darts-cnn, darts-rnn, an installed plugin's name, or your own "
-                             "space as path/to/file.py:Class or package.module:Class.")
+SpaceOpt = typer.Option("nb201", "--space", "-s", autocompletion=_complete_space,
+                        help=f"Search space: one of {SPACES}, or your own space as path/to/file.py:Class or "
+                             f"package.module:Class.")
 ParamsOpt = typer.Option(None, "--params", "-p", help="Params YAML (overlay on the paper defaults).")
 OutOpt = typer.Option(Path("runs"), "--out", "-o", help="Output root; stage folders go under OUT/SPACE/.")
 RestartOpt = typer.Option(False, "--restart", help="Start afresh when the checkpoint is unusable or was made with "
                                                    "other params (otherwise such a run stops).")
+RedoOpt = typer.Option(False, "--redo", help="Replace this stage's finished outputs when they were made with other "
+                                            "params (implies --restart).")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from eps import __version__
+        typer.echo(f"eps {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                          help="Print the version of eps and exit.")):
+    pass
 
 
 def _os_error_line(err: OSError) -> str:
@@ -137,14 +184,21 @@ def _one_problem_line(text: str) -> str:
     return f"params{m['where'] or ''}: {m['line']}" if m else text
 
 
+def _params_file(path: Optional[Path]) -> Optional[Path]:
+    """The params file a command reads: ``--params``, else ./params.yaml when it exists (as the DVC stages), else
+    None (the paper defaults)."""
+    if path is None and Path("params.yaml").exists():
+        return Path("params.yaml")
+    return path
+
+
 def _params(path: Optional[Path], space: Optional[str], overrides: Optional[dict] = None) -> tuple[str | None, dict]:
     """(the space's registered name, validated params). ``space`` may be a name or a ``file.py:Class`` reference;
     ``path`` defaults to ./params.yaml when it exists, as for the DVC stages."""
     from eps.config import load_params
     from eps.errors import ConfigError
     from eps.spaces import resolve, space_class
-    if path is None and Path("params.yaml").exists():
-        path = Path("params.yaml")
+    path = _params_file(path)
     plugins = [space] if space and ":" in space else []
     try:
         params = load_params(path, overrides, plugins=plugins)
@@ -160,10 +214,10 @@ def _params(path: Optional[Path], space: Optional[str], overrides: Optional[dict
 def _stage(name: str):
     @friendly
     def command(space: str = SpaceOpt, params: Optional[Path] = ParamsOpt, out: Path = OutOpt,
-                restart: bool = RestartOpt):
+                restart: bool = RestartOpt, redo: bool = RedoOpt):
         from pipeline import stages
         name_, p = _params(params, space)
-        getattr(stages, name)(name_, p, out, restart=restart)
+        getattr(stages, name)(name_, p, out, restart=restart or redo, redo=redo)
     command.__doc__ = {"warmup": "Train the supernet by uniform sampling over the whole space.",
                        "search": "Evolve the proxy search space while training the supernet (EPS).",
                        "select": "Choose the final architecture from the snapshot history.",
@@ -172,41 +226,52 @@ def _stage(name: str):
 
 
 for _name in ("warmup", "search", "select", "retrain"):
-    stage_app.command(_name)(_stage(_name))
+    stage_app.command(_name, cls=Command)(_stage(_name))
 
 
-@app.command()
+@app.command(cls=Command)
 @friendly
-def run(space: str = SpaceOpt, params: Optional[Path] = ParamsOpt, out: Path = OutOpt, restart: bool = RestartOpt):
+def run(space: str = SpaceOpt, params: Optional[Path] = ParamsOpt, out: Path = OutOpt, restart: bool = RestartOpt,
+        redo: bool = typer.Option(False, "--redo", help="Replace a stage's finished outputs when they were made with "
+                                                        "other params (implies --restart).")):
     """Run warmup, search, select and retrain in order, then print the report."""
     from pipeline import stages, report as report_stage
     name, p = _params(params, space)
     for stage in stages.STAGES:
-        getattr(stages, stage)(name, p, out, restart=restart)
+        getattr(stages, stage)(name, p, out, restart=restart or redo, redo=redo)
     report_stage.report(name, p, out)
 
 
-@app.command()
+@app.command(cls=Command)
 @friendly
-def report(space: Optional[str] = typer.Option(None, "--space", "-s", help="Report one space (default: all in params)."),
+def report(space: Optional[str] = typer.Option(None, "--space", "-s", autocompletion=_complete_space,
+                                               help=f"Report one space, one of {SPACES} (default: all in params)."),
            params: Optional[Path] = ParamsOpt, out: Path = OutOpt):
-    """Print rich summaries of the finished stages and write PNG plots to OUT/SPACE/report/."""
+    """Print rich summaries of the finished stages and write PNG plots to OUT/SPACE/report/.
+
+    A finished run is reported with the params it recorded, unless --params is given."""
     from pipeline import report as report_stage
     name, p = _params(params, space)
     for each in ([name] if name else p["spaces"]):
-        report_stage.report(each, p, out)
+        report_stage.report(each, p, out, explicit=params is not None)
 
 
-@app.command("params")
+@app.command("params", cls=Command)
 @friendly
 def show_params(params: Optional[Path] = ParamsOpt,
-                space: Optional[str] = typer.Option(None, "--space", "-s", help="Only this space's section.")):
+                space: Optional[str] = typer.Option(None, "--space", "-s", autocompletion=_complete_space,
+                                                    help=f"Only this space's section, one of {SPACES}.")):
     """Print the effective params (defaults overlaid with --params or ./params.yaml) as YAML, validated.
 
     With --space, only that space's section: ready to paste into params.yaml (for your own space too)."""
     import yaml
     from eps.spaces import broken
     name, p = _params(params, space)
+    used = _params_file(params)
+    # stderr, so the YAML on stdout stays ready to redirect into a file
+    typer.secho(f"read {used}" if params is not None else
+                f"read ./{used} (found in the working directory; --params reads another file)" if used else
+                "no params file (no --params, no ./params.yaml here): the paper defaults", dim=True, err=True)
     if name:
         p = {name: p[name]}
     else:
@@ -228,7 +293,7 @@ def _check_sizes(options: dict) -> None:
                               f"for the space's default")
 
 
-@arch_app.command("params")
+@arch_app.command("params", cls=Command)
 @friendly
 def arch_params(archs: List[str] = typer.Argument(..., help="Architectures in the space's notation."),
                 space: str = SpaceOpt,
@@ -247,7 +312,7 @@ def arch_params(archs: List[str] = typer.Argument(..., help="Architectures in th
         typer.echo(f"{n / 1e6:.6f}  {text}")
 
 
-@nb201_app.command("import")
+@nb201_app.command("import", cls=Command)
 @friendly
 def nb201_import(file: Path = typer.Argument(..., help="Official NAS-Bench-201 v1.0/v1.1 .pth file."),
                  out: Optional[Path] = typer.Option(None, "--out", help="CSV to write (default: DATA_ROOT/nb201/ground_truth.csv)."),
@@ -263,7 +328,7 @@ def nb201_import(file: Path = typer.Argument(..., help="Official NAS-Bench-201 v
     typer.echo(f"wrote {n} cells to {target}")
 
 
-@app.command("import-records")
+@app.command("import-records", cls=Command)
 @friendly
 def import_records(run_dir: Path = typer.Argument(..., help="Run folder of the reference implementation (NNNNNN-ep.txt files)."),
                    out: Path = OutOpt, space: str = SpaceOpt,
@@ -284,7 +349,7 @@ def import_records(run_dir: Path = typer.Argument(..., help="Run folder of the r
     typer.echo(f"imported {len(snapshots)} snapshots into {target}; next: eps stage select --space {space} --out {out}")
 
 
-@study_app.command("correlation")
+@study_app.command("correlation", cls=Command)
 @friendly
 def study_correlation(space: str = SpaceOpt,
                       iterations: Optional[int] = typer.Option(

@@ -41,12 +41,13 @@ from eps.selection import choose, collect_candidates
 from eps.space import DistributedTask, benchmark_of
 from eps.spaces import cli_name, get_space
 from eps.train.common import SEED_OFFSET, resolve_device, seed_everything
+from pipeline import curves, record
 
 STAGES = ("warmup", "search", "select", "retrain")
 
 
 def log(msg: str) -> None:
-    console.print(msg, highlight=False)
+    console.print(msg, highlight=False, soft_wrap=True)  # paths and architectures stay pasteable
 
 
 class RunPaths:
@@ -162,7 +163,32 @@ def _require(path: Path, stage: str, space: str, paths: RunPaths | None = None) 
 def warmup(space_name: str, params: dict, out: str | Path, restart: bool = False, redo: bool = False) -> dict:
     paths = RunPaths(out, space_name)
     with locked(paths, "warmup"):
-        return _warmup(space_name, params, paths, restart)
+        if _up_to_date(paths, "warmup", params, space_name, {}, redo, WARMUP_OUTPUTS):
+            return {"up_to_date": True}
+        return _warmup(space_name, params, paths, restart or redo)
+
+
+WARMUP_OUTPUTS = ["supernet.pt", "metrics.json"]
+SEARCH_OUTPUTS = ["supernet.pt", "history.jsonl", "population.csv", "metrics.json", "dvclive"]
+SELECT_OUTPUTS = ["selection.json", "candidates.csv", "arch.txt", "metrics.json"]
+RETRAIN_OUTPUTS = ["model.pt", "curve.csv", "metrics.json", "dvclive"]
+
+
+def _up_to_date(paths: RunPaths, stage: str, params: dict, space_name: str, inputs: dict, redo: bool,
+                outputs: list[str], upstream: bool = True) -> bool:
+    """Check the upstream stage's record against ``params`` (refuses a mismatch), then whether this stage's finished
+    outputs already are what it would compute (same params and inputs): then say so and leave them alone. With
+    ``redo`` the stage is recomputed from scratch (its checkpoints are discarded). ``upstream=False``: the stage's
+    input does not come from the upstream stage (an architecture given on the command line)."""
+    if upstream:
+        record.check_upstream(paths.root, paths.out, space_name, stage, params, cli_name(space_name))
+    if record.finished(paths.stage(stage), params, space_name, stage, inputs, redo, outputs, cli_name(space_name),
+                       paths.out):
+        log(f"{stage}: up to date ({paths.stage(stage)} was made with these params and inputs; --redo recomputes it)")
+        return True
+    if redo and distributed.is_main():
+        CheckpointDir(paths.work(stage), {}).clear()
+    return False
 
 
 def _warmup(space_name: str, params: dict, paths: RunPaths, restart: bool) -> dict:
@@ -178,7 +204,8 @@ def _warmup(space_name: str, params: dict, paths: RunPaths, restart: bool) -> di
         checkpoint.save(d / "supernet.pt", {"model": task.model.state_dict()})
         eio.write_json(d / "metrics.json", {"iterations": result.iterations,
                                            "last_train_loss": result.last_train_loss,
-                                           "nonfinite_skipped": result.nonfinite_skipped, "seed": params["seed"]})
+                                           "nonfinite_skipped": result.nonfinite_skipped})
+        record.write(d, params, space_name, "warmup", {})
         eio.write_json(d / "timing.json", {"seconds": result.seconds, "resumed_from": result.resumed_from})
     log(f"warmup: {result.iterations} iterations in {result.seconds:.1f}s -> {paths.stage('warmup')}")
     return {"iterations": result.iterations}
@@ -187,15 +214,23 @@ def _warmup(space_name: str, params: dict, paths: RunPaths, restart: bool) -> di
 def search(space_name: str, params: dict, out: str | Path, restart: bool = False, redo: bool = False) -> dict:
     paths = RunPaths(out, space_name)
     with locked(paths, "search"):
-        return _search(space_name, params, paths, restart)
+        warm_path = paths.stage("warmup") / "supernet.pt"
+        uses_warmup = (params[space_name]["warmup"]["iterations"] > 0 or warm_path.exists()
+                       or eio.half_swapped(paths.stage("warmup")))
+        if uses_warmup:
+            _require(warm_path, "warmup", space_name, paths)
+        inputs = {"warmup/supernet.pt": checkpoint.file_digest(warm_path) if uses_warmup else "initialisation"}
+        if _up_to_date(paths, "search", params, space_name, inputs, redo, SEARCH_OUTPUTS):
+            return {"up_to_date": True}
+        return _search(space_name, params, paths, restart or redo, uses_warmup)
 
 
-def _search(space_name: str, params: dict, paths: RunPaths, restart: bool) -> dict:
+def _search(space_name: str, params: dict, paths: RunPaths, restart: bool, uses_warmup: bool) -> dict:
     section, space, device = _setup(space_name, params, "search")
     cfg = section["search"]
     seed = params["seed"]
     warm_path = paths.stage("warmup") / "supernet.pt"
-    if section["warmup"]["iterations"] > 0 or warm_path.exists() or eio.half_swapped(paths.stage("warmup")):
+    if uses_warmup:
         try:
             warm_state = {"model": checkpoint.load(_require(warm_path, "warmup", space_name, paths))["model"]}
         except CheckpointError:
@@ -219,23 +254,31 @@ def _search(space_name: str, params: dict, paths: RunPaths, restart: bool) -> di
                 "search": cfg, "warmup_supernet": warm_digest, "data": data}
     work = paths.work("search")
     ckpt = CheckpointDir(work, identity, log=log)
-    history = eio.AppendLog(work / "history.jsonl")
+    bench = benchmark_of(space, data_root(params))
+    history = curves.LiveHistory(work / "history.jsonl", work / "dvclive", bench)
     try:
         result = run_search(space, task, controller, cfg, history, ckpt, warm_state=warm_state, restart=restart)
     finally:
         history.close()
     final = controller.snapshot(result.iterations)
+    snapshots = load_history(work / "history.jsonl")
+    metrics = {"iterations": result.iterations, "rounds": result.rounds, "last_train_loss": result.last_train_loss,
+               "nonfinite_skipped": result.nonfinite_skipped, "distinct_archs_final": len(set(final["arch"]))}
+    quality = population_quality(bench, snapshots[-1]) if snapshots else None
+    if quality is not None:
+        metrics.update(population_mean_acc=quality["mean_acc"], population_max_acc=quality["max_acc"],
+                       population_tau=quality["tau_all"])
     with _outputs(paths, "search") as d:
         eio.copy_file(work / "history.jsonl", d / "history.jsonl")
         checkpoint.save(d / "supernet.pt", {"model": task.model.state_dict()})
         _write_population(d / "population.csv", final)
-        eio.write_json(d / "metrics.json", {
-            "strategy": cfg["strategy"], "iterations": result.iterations, "rounds": controller.round,
-            "last_train_loss": result.last_train_loss, "nonfinite_skipped": result.nonfinite_skipped,
-            "distinct_archs_final": len(set(final["arch"])), "seed": params["seed"]})
+        curves.publish([curves.search_row(s, bench) for s in snapshots if "round" in s], d / "dvclive")
+        eio.write_json(d / "metrics.json", metrics)
+        record.write(d, params, space_name, "search", {"warmup/supernet.pt": warm_digest},
+                     strategy=cfg["strategy"])
         eio.write_json(d / "timing.json", {"seconds": result.seconds, "resumed_from": result.resumed_from,
-                                          "seconds_per_round": result.seconds / max(1, controller.round)})
-    log(f"search: {result.iterations} iterations, {controller.round} rounds in {result.seconds:.1f}s "
+                                          "seconds_per_round": result.seconds / max(1, result.rounds)})
+    log(f"search: {result.iterations} iterations, {result.rounds} rounds in {result.seconds:.1f}s "
         f"-> {paths.stage('search')}")
     return {"iterations": result.iterations}
 
@@ -260,13 +303,17 @@ def load_history(path: Path) -> list[dict]:
 def select(space_name: str, params: dict, out: str | Path, restart: bool = False, redo: bool = False) -> dict:
     paths = RunPaths(out, space_name)
     with locked(paths, "select"):
-        return _select(space_name, params, paths)
+        history = _require(paths.stage("search") / "history.jsonl", "search", space_name, paths)
+        inputs = {"search/history.jsonl": checkpoint.file_digest(history)}
+        if _up_to_date(paths, "select", params, space_name, inputs, redo, SELECT_OUTPUTS):
+            return eio.read_json(paths.stage("select") / "selection.json")
+        return _select(space_name, params, paths, inputs)
 
 
-def _select(space_name: str, params: dict, paths: RunPaths) -> dict:
+def _select(space_name: str, params: dict, paths: RunPaths, inputs: dict) -> dict:
     section = params[space_name]
     space = get_space(space_name, section)
-    snapshots = load_history(_require(paths.stage("search") / "history.jsonl", "search", space_name, paths))
+    snapshots = load_history(paths.stage("search") / "history.jsonl")
     cfg = section["select"]
     candidates, final = collect_candidates(snapshots, cfg["window"])
     if not candidates:
@@ -291,10 +338,16 @@ def _select(space_name: str, params: dict, paths: RunPaths) -> dict:
     for c in sorted(candidates, key=lambda c: c.score):
         gt = cell_accuracies(bench, c.arch) or {}
         w.writerow([c.arch, c.loss, c.wins, c.last_iteration, c.params, c.score, *[gt.get(k, "") for k in cols]])
+    picked = result[cfg["rule"]]
+    metrics = {"candidates": len(candidates), "chosen_loss": picked["loss"], "chosen_params": picked["params"]}
+    if picked["ground_truth"]:
+        metrics.update(chosen_acc=picked["ground_truth"][bench.primary], chosen_rank=picked["ground_truth"]["rank"])
     with _outputs(paths, "select") as d:
         eio.write_text(d / "candidates.csv", buf.getvalue())
         eio.write_json(d / "selection.json", result)
         eio.write_text(d / "arch.txt", result["arch"] + "\n")
+        eio.write_json(d / "metrics.json", metrics)
+        record.write(d, params, space_name, "select", inputs, rule=cfg["rule"], arch=result["arch"])
     log(f"select ({cfg['rule']}): {result['arch']} from {len(candidates)} candidates -> {paths.stage('select')}")
     return result
 
@@ -304,12 +357,12 @@ def retrain(space_name: str, params: dict, out: str | Path, restart: bool = Fals
     """Under ``torchrun --nproc_per_node N`` this trains with DDP (for spaces whose task supports it); every rank
     trains, only rank 0 writes checkpoints and outputs (and holds the stage's lock)."""
     try:
-        return _retrain(space_name, params, out, restart, arch)
+        return _retrain(space_name, params, out, restart, arch, redo)
     finally:
         distributed.teardown()
 
 
-def _retrain(space_name: str, params: dict, out: str | Path, restart: bool, arch: str | None) -> dict:
+def _retrain(space_name: str, params: dict, out: str | Path, restart: bool, arch: str | None, redo: bool) -> dict:
     section, space, device = _setup(space_name, params, "retrain")
     device = distributed.setup(device)
     main, world = distributed.is_main(), distributed.world()
@@ -327,12 +380,17 @@ def _retrain(space_name: str, params: dict, out: str | Path, restart: bool, arch
             problem = next((p for p in distributed.all_gather_object(problem) if p), None)
             if problem:
                 raise EpsError(problem)
-        return _retrain_locked(space_name, params, paths, restart, arch, section, space, device, main, world)
+        selected = arch is None
+        if selected:
+            arch = _require(paths.stage("select") / "arch.txt", "select", space_name, paths).read_text().strip()
+        # every rank decides alike: the record is read from the shared run folder
+        if _up_to_date(paths, "retrain", params, space_name, {"arch": arch}, redo, RETRAIN_OUTPUTS,
+                       upstream=selected):
+            return {k: v for k, v in eio.read_json(paths.stage("retrain") / "metrics.json").items()}
+        return _retrain_locked(space_name, params, paths, restart or redo, arch, section, space, device, main, world)
 
 
 def _retrain_locked(space_name, params, paths: RunPaths, restart, arch, section, space, device, main, world) -> dict:
-    if arch is None:
-        arch = _require(paths.stage("select") / "arch.txt", "select", space_name, paths).read_text().strip()
     cell = space.decode(arch)
     cfg = section["retrain"]
     with checkpoint.data_fingerprint(data_root(params)) as data:
@@ -346,8 +404,18 @@ def _retrain_locked(space_name, params, paths: RunPaths, restart, arch, section,
     # What a usable checkpoint must hold; one that lacks any of it is treated like a corrupt one (prev.pt is tried).
     template = {"task": task.state_dict(), "global_rng": {}, "history": [], "epoch": 0}
     ckpt = CheckpointDir(paths.work("retrain"), identity, log=log, template=template)
-    row_log = (lambda row: log("  " + "  ".join(f"{k} {v:.4g}" for k, v in row.items()))) if main else None
-    res = run_retrain(task, cfg["epochs"], cfg["checkpoint_every"], ckpt, restart, log=row_log)
+    live = curves.Curves(paths.work("retrain") / "dvclive") if main else None
+
+    def row_log(row: dict) -> None:
+        log("  " + "  ".join(f"{k} {v:.4g}" for k, v in row.items()))
+        live.log(curves.retrain_row(row))
+
+    try:
+        res = run_retrain(task, cfg["epochs"], cfg["checkpoint_every"], ckpt, restart, log=row_log if main else None,
+                          on_start=(lambda rows: live.reset([curves.retrain_row(r) for r in rows])) if main else None)
+    finally:
+        if live is not None:
+            live.close()
     digests = distributed.all_gather_object(distributed.state_digest(task.model.state_dict())) if world > 1 else None
     if not main:
         return {k: v for k, v in res["history"][-1].items() if k != "epoch"}
@@ -363,11 +431,13 @@ def _retrain_locked(space_name, params, paths: RunPaths, restart, arch, section,
         if len(set(digests)) > 1:
             log(f"warning: the {world} DDP replicas ended with different weights ({', '.join(digests)})")
     with _outputs(paths, "retrain") as d:
-        checkpoint.save(d / "model.pt", {"model": task.model.state_dict(), "arch": arch})
+        from eps.model_file import save_model  # a plain torch file that eps.load_model rebuilds the network from
+        save_model(d / "model.pt", space=space_name, arch=arch, network=task.network_config,
+                   state_dict=task.model.state_dict(), space_settings=section["space"])
         eio.write_text(d / "curve.csv", buf.getvalue())
-        eio.write_json(d / "metrics.json", {"arch": arch, "epochs": len(hist), "params": space.num_params(cell),
-                                           **final, "seed": params["seed"],
-                                           "precision": task.precision})
+        curves.publish([curves.retrain_row(r) for r in hist], d / "dvclive")
+        eio.write_json(d / "metrics.json", {"epochs": len(hist), "params": space.num_params(cell), **final})
+        record.write(d, params, space_name, "retrain", {"arch": arch}, arch=arch, precision=task.precision)
         eio.write_json(d / "timing.json", timing)
     log(f"retrain: {len(hist)} epochs -> {paths.stage('retrain')}")
     return final

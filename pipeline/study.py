@@ -18,12 +18,17 @@ from eps import study as st
 from eps.config import data_root
 from eps.errors import EpsError
 from eps.space import HasBenchmark
-from eps.spaces import get_space
+from eps.spaces import get_space, registered, space_class
 from eps.train.common import resolve_device
 from pipeline.stages import RunPaths, locked, log
 
 
 def correlation(space_name: str, params: dict, out: str | Path, restart: bool = False) -> dict:
+    """Raises EpsError (one line) for a space without a benchmark, before any folder is made."""
+    if not issubclass(space_class(space_name), HasBenchmark):
+        having = [n for n in registered() if issubclass(space_class(n), HasBenchmark)]
+        raise EpsError(f"eps study correlation ranks cells against a benchmark's ground truth, and space {space_name} "
+                       f"has no benchmark; use a space with one: {', '.join(having) or 'none is registered'}")
     with locked(RunPaths(out, space_name), "study"):
         return _correlation(space_name, params, out, restart)
 
@@ -32,9 +37,6 @@ def _correlation(space_name: str, params: dict, out: str | Path, restart: bool =
     section = params[space_name]
     space = get_space(space_name, section)
     root = data_root(params)
-    if not isinstance(space, HasBenchmark):
-        raise EpsError(f"space {space_name} has no ground-truth benchmark, and eps study correlation ranks cells "
-                       f"against one; use a space with a benchmark (nb201)")
     bench = space.benchmark(root)
     paths = RunPaths(out, space_name)
     result = st.run_study(space, bench, section, params["study"], root, resolve_device(params["device"]),

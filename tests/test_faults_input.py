@@ -444,11 +444,14 @@ class _Recorder(dict):
         return self[key] if key in self else default
 
 
-def test_dvc_params_cover_what_the_nb201_stages_read(tmp_path, one_thread):
+def test_dvc_params_cover_what_the_nb201_stages_read(tmp_path, one_thread, monkeypatch):
     """Run the stages in this process on params that record each key read: every key (but the machine's `device`
     and `data_root`) is covered by the stage's params in dvc.yaml."""
     from eps.config import load_params
-    from pipeline import report, stages
+    from pipeline import record, report, stages
+    # The check that an upstream stage was made with the current params reads the upstream's keys; DVC tracks those
+    # through the upstream's outputs, so they are not this stage's params.
+    monkeypatch.setattr(record, "check_upstream", lambda *args, **kwargs: None)
     plain = load_params(write(tmp_path / "tiny.yaml", yaml.safe_dump(TINY_NB201)))
     declared = {name: [str(p).replace("${item}", "nb201") for p in st["params"]]
                 for name, st in _dvc_stages().items()}

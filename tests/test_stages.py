@@ -14,7 +14,9 @@ from eps import checkpoint
 from eps.spaces.nb201.space import str_to_arch
 from tests.conftest import DATA_ROOT, EPS, run_eps, write_tiny_params
 
-OUTPUTS = ["search/history.jsonl", "search/supernet.pt", "search/metrics.json", "search/population.csv"]
+OUTPUTS = ["search/history.jsonl", "search/supernet.pt", "search/metrics.json", "search/population.csv",
+           "search/params.yaml", "search/run.json", "search/dvclive/plots/metrics/train/loss.tsv",
+           "search/dvclive/plots/metrics/fitness/best.tsv", "search/dvclive/plots/metrics/population/tau.tsv"]
 
 
 def test_full_chain_and_report(tiny_params, tmp_path):
@@ -22,8 +24,11 @@ def test_full_chain_and_report(tiny_params, tmp_path):
     run_eps("run", "--space", "nb201", "--params", tiny_params, "--out", out)
     root = out / "nb201"
     hist = [json.loads(l) for l in (root / "search/history.jsonl").read_text().splitlines()]
-    # one snapshot per round boundary 10, 20, ..., 60 (the last one final, without selection)
+    # one snapshot per round, written when the round ends, with the round's statistics
     assert [h["iteration"] for h in hist] == [10, 20, 30, 40, 50, 60]
+    assert all(set(h["round"]) == {"train_loss", "lr", "fitness_best", "fitness_mean", "measured"} for h in hist)
+    assert all(h["round"]["fitness_best"] <= h["round"]["fitness_mean"] for h in hist)
+    assert json.loads((root / "search/metrics.json").read_text())["rounds"] == 6
     assert all(len(h["arch"]) == 8 for h in hist)
     for h in hist:
         for a in h["arch"]:
@@ -122,9 +127,18 @@ def test_changed_params_refuse_checkpoint_without_restart(tiny_params, tmp_path)
     cfg = yaml.safe_load(tiny_params.read_text())
     cfg["nb201"]["warmup"]["lr"] = 0.05
     tiny_params.write_text(yaml.safe_dump(cfg))
+    # the finished outputs were made with the other lr: not replaced unless asked
+    before = (out / "nb201/warmup/supernet.pt").read_bytes()
+    proc = run_eps("stage", "warmup", "--params", tiny_params, "--out", out, check=False)
+    assert proc.returncode == 2 and "warmup.lr" in proc.stderr and "--redo" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert (out / "nb201/warmup/supernet.pt").read_bytes() == before
+    # outputs gone (as `dvc repro` removes them), the checkpoint of the old params is refused, unless --restart
+    (out / "nb201/warmup/params.yaml").unlink()
     proc = run_eps("stage", "warmup", "--params", tiny_params, "--out", out, check=False)
     assert proc.returncode == 2 and "warmup.lr" in proc.stderr and "--restart" in proc.stderr
     run_eps("stage", "warmup", "--params", tiny_params, "--out", out, "--restart")
+    assert (out / "nb201/warmup/supernet.pt").read_bytes() != before
 
 
 def test_retrain_killed_at_random_moments_resumes_exactly(tmp_path):

@@ -31,8 +31,8 @@ BUILTIN = {
     "darts-rnn": "eps.spaces.darts_rnn.space:DartsRNNSpace",
 }
 ENTRY_POINT_GROUP = "eps.spaces"
-REQUIRED = ("sample", "mutate", "encode", "decode", "largest", "num_params", "search_task", "retrain_task",
-            "from_params")
+REQUIRED = ("sample", "mutate", "encode", "decode", "largest", "build_network", "num_params", "search_task",
+            "retrain_task", "from_params")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
 
 _classes: dict[str, type] = {}
@@ -196,6 +196,19 @@ def resolve(space: str) -> str:
     if ":" in space:
         return register_ref(space)
     return space
+
+
+def absolute_ref(ref: str) -> str:
+    """``ref`` with its ``file.py`` made absolute (the file the space was registered from), so a params file written
+    elsewhere (a finished stage's record) still finds the space; module references, and references not registered,
+    are returned as they are."""
+    _load()
+    target, _, attr = ref.rpartition(":")
+    cls = _classes.get(_refs.get(ref, ""))
+    if cls is None or not (target.endswith(".py") or "/" in target or "\\" in target):
+        return ref
+    file = getattr(sys.modules.get(cls.__module__), "__file__", None)
+    return f"{Path(file).resolve()}:{attr}" if file else ref
 
 
 def cli_name(name: str) -> str:
