@@ -9,6 +9,7 @@ import numpy as np
 
 from eps.metrics import kendall_tau, spearman_rho
 
+
 def cell_accuracies(bench, arch: str) -> dict | None:
     if bench is None or not bench.has(arch):
         return None
@@ -51,7 +52,8 @@ def population_quality(bench, snapshot: dict, top_fraction: float = 0.2) -> dict
 
 
 def accuracy_over_time(bench, snapshots: list[dict]) -> dict | None:
-    """Per snapshot: mean and max ground-truth accuracy of the population (for the report's plot)."""
+    """Per snapshot: mean and max ground-truth accuracy (percent, the benchmark's ``column``) of the population
+    members the benchmark knows (for the report's plot)."""
     if bench is None:
         return None
     its, mean, best, primary = [], [], [], bench.primary
@@ -61,4 +63,37 @@ def accuracy_over_time(bench, snapshots: list[dict]) -> dict | None:
             its.append(snap["iteration"])
             mean.append(float(np.mean(acc)))
             best.append(float(np.max(acc)))
-    return {"iteration": its, "mean": mean, "max": best}
+    return {"iteration": its, "mean": mean, "max": best, "column": primary}
+
+
+def final_population(bench, snapshot: dict, chosen: dict[str, tuple[str, float]] | None = None) -> dict | None:
+    """The final population against the ground truth, member by member (the report's loss-vs-accuracy plot).
+
+    ``snapshot``: a checked history record (``arch``, ``loss``, ``count``, ``iteration``); ``chosen``: rule ->
+    (arch, latest loss from the selection). Returns ``neg_loss`` and ``acc`` (percent, ``bench.primary``) of the
+    measured members the benchmark knows, their Kendall tau (NaN below two), the counts ``members``,
+    ``unmeasured`` (known to the benchmark, never measured) and ``not_in_benchmark``, and ``chosen``: rule ->
+    (-loss, accuracy) for the chosen cells the benchmark knows, the loss being the cell's final-population
+    measurement when it has one, else the selection's. None without a benchmark.
+    """
+    if bench is None or not snapshot:
+        return None
+    primary = bench.primary
+    neg_loss, acc, final_loss = [], [], {}
+    unmeasured = not_in_benchmark = 0
+    for arch, loss, count in zip(snapshot["arch"], snapshot["loss"], snapshot["count"]):
+        if not bench.has(arch):
+            not_in_benchmark += 1
+        elif count >= 1 and loss is not None and np.isfinite(loss):
+            neg_loss.append(-float(loss))
+            acc.append(bench.accuracy(arch, primary))
+            final_loss.setdefault(arch, float(loss))
+        else:
+            unmeasured += 1
+    marked = {}
+    for rule, (arch, loss) in (chosen or {}).items():
+        if bench.has(arch):
+            marked[rule] = (-final_loss.get(arch, float(loss)), bench.accuracy(arch, primary))
+    return {"column": primary, "iteration": snapshot.get("iteration"), "members": len(snapshot["arch"]),
+            "neg_loss": neg_loss, "acc": acc, "tau": kendall_tau(neg_loss, acc), "unmeasured": unmeasured,
+            "not_in_benchmark": not_in_benchmark, "chosen": marked}

@@ -85,6 +85,12 @@ class RetrainTask(Protocol):
     def evaluate(self) -> dict:
         """Test (and/or validation) metrics after an epoch (floats)."""
 
+    @property
+    def network_config(self) -> dict:
+        """The keyword arguments with which ``SearchSpace.build_network(arch, **network_config)`` rebuilds ``model``
+        exactly (classes, widths, depths, heads, dropouts): plain values only (str, int, float, bool, None, lists,
+        dicts). Saved as ``network`` in ``retrain/model.pt``, which ``eps.load_model`` rebuilds from."""
+
     def state_dict(self) -> dict: ...
 
     def load_state_dict(self, state: dict) -> None: ...
@@ -113,6 +119,12 @@ class SearchSpace(Protocol):
 
     def largest(self) -> Arch:
         """The architecture whose standalone network is largest (normalises the size prior, spec §6 item 4)."""
+
+    def build_network(self, arch: Arch, **network: Any) -> nn.Module:
+        """The standalone network of ``arch``, freshly initialised, built from ``network`` (a retrain task's
+        ``network_config``, as ``retrain/model.pt`` saves it) and not from the space's own settings, so
+        ``eps.load_model`` rebuilds a trained network from its file alone. Keys left out take the space's settings
+        (``num_params`` and the retrain task call it that way). Raises TypeError for a key it does not know."""
 
     def num_params(self, arch: Arch, **options: Any) -> int:
         """Parameter count of the standalone network (the space's reporting convention). Options the CLI passes:
@@ -147,6 +159,14 @@ class Benchmark(Protocol):
     def rank(self, arch: str, column: str) -> int: ...
 
     def top_fraction_mask(self, archs, column: str, fraction: float) -> np.ndarray: ...
+
+
+@runtime_checkable
+class HasOptimum(Protocol):
+    """A benchmark that knows its best cell (``eps report`` draws the optimum beside the search's accuracy)."""
+
+    def best(self, column: str) -> float:
+        """The highest value of ``column`` over all cells (percent for accuracies)."""
 
 
 @runtime_checkable

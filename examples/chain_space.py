@@ -81,7 +81,7 @@ class ChainStandalone(ChainNetwork):
         return self.features(x, self.layers)
 
 
-# 3. The space: sampling, mutation, notation, sizes and the two tasks.
+# 3. The space: sampling, mutation, notation, the standalone network, sizes and the two tasks.
 class ChainSpace:
     """Architecture: a tuple of 4 op indices into ``OPS``. Notation: the op names joined by ``-``."""
     name = "chain"
@@ -115,16 +115,24 @@ class ChainSpace:
     def largest(self) -> tuple[int, ...]:
         return (OPS.index("conv_3x3"),) * LAYERS
 
+    def build_network(self, arch, num_classes: int = 10, channels: int | None = None) -> ChainStandalone:
+        """The standalone network from these keywords alone (what ``retrain/model.pt`` saves as ``network`` and
+        ``eps.load_model`` passes back); a keyword left out takes the space's setting."""
+        return ChainStandalone(arch, channels or self.channels, num_classes)
+
     def num_params(self, arch, num_classes: int | None = None, channels: int | None = None,
                    layers: int | None = None) -> int:
         if layers not in (None, LAYERS):
             raise ArchError(f"chain networks have {LAYERS} layers; --layers {layers} is not supported")
         with torch.device("meta"):  # shapes only: counting never allocates
-            net = ChainStandalone(arch, channels or self.channels, num_classes or 10)
+            net = self.build_network(arch, num_classes or 10, channels)
         return sum(p.numel() for p in net.parameters())
 
     def search_task(self, section: dict, data_root, device, seed: int, stage: str = "search"):
         return ImageSupernetTask(ChainSupernet(self.channels), section, stage, data_root, device, seed)
 
     def retrain_task(self, arch, section: dict, data_root, device, seed: int):
-        return ImageRetrainTask(ChainStandalone(arch, self.channels), section["retrain"], data_root, device, seed)
+        # `network` is every keyword the network was built with: the task saves it beside the trained weights
+        network = {"num_classes": 10, "channels": self.channels}
+        return ImageRetrainTask(self.build_network(arch, **network), section["retrain"], data_root, device, seed,
+                                network=network)

@@ -154,3 +154,27 @@ def finished(folder: Path, params: dict, space: str, stage: str, inputs: dict, r
         raise EpsError(f"{folder} was made with other params ({diff}); pass --redo to replace it, or use the run's "
                        f"own params: --params {folder / PARAMS_FILE}")
     return run.get("inputs") == inputs
+
+
+def params_for_report(root: Path, space: str, params: dict, explicit: bool, out: Path) -> dict:
+    """The params a report of the run folder ``root`` shows. Without ``explicit`` params (no ``--params``), the params
+    the run recorded (its latest finished stage's record: each stage checked its upstream's, so they agree), else
+    ``params`` when nothing is recorded. With ``explicit`` params, every finished stage must have been made with them
+    (EpsError naming the first that was not)."""
+    from eps.config import load_params
+    finished = [(stage, found) for stage in ("warmup", "search", "select", "retrain")
+                if (found := read(root / stage)) is not None]
+    if explicit:
+        for stage, (recorded, _) in finished:
+            diff = differences(stage_params(recorded, space, stage), stage_params(params, space, stage))
+            if diff:
+                raise EpsError(f"{root / stage} was made with other params ({diff}); leave out --params to report "
+                               f"the run with the params it recorded, or pass the run's: --params "
+                               f"{root / stage / PARAMS_FILE}")
+        return params
+    if not finished:
+        return params
+    stage = finished[-1][0]
+    recorded = load_params(root / stage / PARAMS_FILE)
+    recorded.update(device=params["device"], data_root=params["data_root"])
+    return recorded

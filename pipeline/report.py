@@ -12,19 +12,19 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from pathlib import Path
 
-from rich.console import Console
+from rich.text import Text
 
 from eps import io as eio
 from eps import report as rep
-from eps.analysis import accuracy_over_time
+from eps.analysis import accuracy_over_time, final_population
 from eps.config import data_root
 from eps.errors import EpsError
 from eps.selection import check_snapshot
-from eps.space import Drawable, benchmark_of
+from eps.space import Drawable, HasOptimum, benchmark_of
 from eps.spaces import cli_name, get_space
+from pipeline import record
 from pipeline.stages import RunPaths, load_history, locked
 
 _CONTENT_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError, csv.Error)
@@ -88,8 +88,8 @@ def _why(err: Exception) -> str:
     return f"unexpected content: {err}" if str(err) else f"unexpected content ({type(err).__name__})"
 
 
-def _curve_rows(text: str) -> tuple[list[dict], str | None]:
-    """Rows of ``curve.csv`` as floats, and the column plotted (test_acc or valid_ppl; None when neither)."""
+def _curve_rows(text: str) -> list[dict]:
+    """Rows of ``curve.csv`` as floats (an ``epoch`` column and the retrain's metrics)."""
     reader = csv.DictReader(io.StringIO(text))
     if not reader.fieldnames or "epoch" not in reader.fieldnames:
         raise _Malformed(f"expected a CSV with an 'epoch' column, got columns {reader.fieldnames or []}")
@@ -104,8 +104,7 @@ def _curve_rows(text: str) -> tuple[list[dict], str | None]:
             raise _Malformed(f"line {line}: {bad} is not a number") from None
     if not rows:
         raise _Malformed("no rows")
-    key = next((k for k in ("test_acc", "valid_ppl") if k in rows[0]), None)
-    return rows, key
+    return rows
 
 
 def _is_float(v) -> bool:
@@ -118,51 +117,64 @@ def _is_float(v) -> bool:
 
 def report(space_name: str, params: dict, out: str | Path, explicit: bool = True) -> str:
     """Check every finished stage's files, print the tables, write report.txt and the plots (one writer at a time
-    per run folder)."""
+    per run folder). ``explicit``: the user passed these params (``--params``) rather than the defaults or
+    ./params.yaml. Returns the text of report.txt."""
     with locked(RunPaths(out, space_name), "report"):
-        return _report(space_name, params, out)
+        return _report(space_name, params, out, explicit)
 
 
-def _report(space_name: str, params: dict, out: str | Path) -> str:
+def _report(space_name: str, params: dict, out: str | Path, explicit: bool) -> str:
     paths = RunPaths(out, space_name)
+    # A run folder is reported with the params it was made with: those it recorded, or explicit ones that agree.
+    params = record.params_for_report(paths.root, space_name, params, explicit, Path(out))
     space = get_space(space_name, params[space_name])
     d = paths.stage("report")
+    bench = benchmark_of(space, data_root(params))
 
     def artifact(stage: str, name: str) -> _Artifact:
         return _Artifact(paths, stage, name, space_name, out)
 
     # ---- load and check every input; nothing is printed or written before this is done
     tables = [rep.settings_table(space_name, params)]
-    search_metrics_file, search_timing_file = artifact("search", "metrics.json"), artifact("search", "timing.json")
-    search_metrics, search_timing = search_metrics_file.json(), search_timing_file.json()
+    search_files = [artifact("search", n) for n in ("metrics.json", "timing.json", "run.json")]
+    search_metrics, search_timing, search_run = (f.json() for f in search_files)
     if search_metrics:
-        tables.append(search_metrics_file.check(lambda: rep.search_table(search_metrics, search_timing)))
+        # run.json holds strings, shown as they are, so a content problem can only be metrics.json's
+        tables.append(search_files[0].check(lambda: rep.search_table(search_metrics, search_timing, search_run)))
     selection_file = artifact("select", "selection.json")
     selection = selection_file.json()
-    drawing = None
+    drawing, chosen, retrained = None, {}, None
     if selection:
         def selection_tables():
             found = [rep.chosen_table(selection)]
-            gt_table = rep.ground_truth_table(selection)
+            gt_table = rep.ground_truth_table(selection, bench.primary if bench is not None else None)
             if gt_table is not None:
                 found.append(gt_table)
             if selection.get("population"):
                 found.append(rep.population_table(selection["population"]))
             if not isinstance(selection["arch"], str):
                 raise TypeError(f"'arch' is {selection['arch']!r}, expected an architecture string")
-            return found, (space.decode(selection["arch"]) if isinstance(space, Drawable) else None)
-        found, drawing = selection_file.check(selection_tables)
+            marked = {}
+            for rule in rep.RULES:
+                c = selection.get(rule)
+                if c:
+                    if not isinstance(c["arch"], str):
+                        raise _Malformed(f"'{rule}' has arch {c['arch']!r}, expected an architecture string")
+                    marked[rule] = (c["arch"], float(c["loss"]))
+            return found, (space.decode(selection["arch"]) if isinstance(space, Drawable) else None), marked
+        found, drawing, chosen = selection_file.check(selection_tables)
         tables += found
-    retrain_metrics_file, retrain_timing_file = artifact("retrain", "metrics.json"), artifact("retrain", "timing.json")
-    retrain_metrics, retrain_timing = retrain_metrics_file.json(), retrain_timing_file.json()
+        if bench is not None and bench.has(selection["arch"]):
+            retrained = (selection["rule"], bench.accuracy(selection["arch"], bench.primary))
+    retrain_files = [artifact("retrain", n) for n in ("metrics.json", "timing.json", "run.json")]
+    retrain_metrics, retrain_timing, retrain_run = (f.json() for f in retrain_files)
     if retrain_metrics:
-        tables.append(retrain_metrics_file.check(lambda: rep.retrain_table(retrain_metrics, retrain_timing)))
+        tables.append(retrain_files[0].check(lambda: rep.retrain_table(retrain_metrics, retrain_timing, retrain_run)))
     if len(tables) == 1:
         tables[0].caption = f"no finished stage under {paths.root}; run `eps stage warmup --space {cli_name(space_name)}` first"
 
-    bench = benchmark_of(space, data_root(params))
     history_file = artifact("search", "history.jsonl")
-    curve = points = last = None
+    curve = population = None
     if history_file.path.exists():
         snaps = load_history(history_file.path)
         try:
@@ -171,28 +183,32 @@ def _report(space_name: str, params: dict, out: str | Path) -> str:
         except EpsError as err:
             raise EpsError(f"{history_file.path}: {err}") from None
         curve = accuracy_over_time(bench, snaps)
-        if bench is not None and snaps:
-            last = snaps[-1]
-            points = [(-l, bench.accuracy(a, bench.primary))
-                      for a, l, c in zip(last["arch"], last["loss"], last["count"])
-                      if c >= 1 and l is not None and math.isfinite(l) and bench.has(a)]
+        if snaps:
+            population = final_population(bench, snaps[-1], chosen)
+    optimum = bench.best(bench.primary) if isinstance(bench, HasOptimum) else None
     curve_file = artifact("retrain", "curve.csv")
     curve_text = curve_file.text()
-    rows, key = curve_file.check(lambda: _curve_rows(curve_text)) if curve_text is not None else ([], None)
+    rows = curve_file.check(lambda: _curve_rows(curve_text)) if curve_text is not None else []
 
     # ---- write
     d.mkdir(parents=True, exist_ok=True)
     if drawing is not None:
         space.draw(drawing, d / "arch.png")
     if curve and curve["iteration"]:
-        rep.plot_accuracy_over_time(curve, d / "population_accuracy.png")
-    if points is not None:
-        rep.plot_loss_vs_accuracy(points, d / "loss_vs_accuracy.png", f"final population, iteration {last['iteration']}")
-    if key:
-        rep.plot_curve(rows, key, d / "retrain_curve.png", key.replace("_", " "))
-    console = Console(width=140, markup=False)  # values from files are shown as they are, never as markup
-    text = rep.render(console, tables)
+        rep.plot_accuracy_over_time(curve, d / "population_accuracy.png", optimum, retrained)
+    if population is not None:
+        rep.plot_loss_vs_accuracy(population, d / "loss_vs_accuracy.png")
+    if rows:
+        trained = (retrain_run or {}).get("arch", (retrain_metrics or {}).get("arch"))
+        # a retrain given another arch than the selection's (`arch=`) is not the rule's cell
+        who = f"the {selection['rule']} cell" if selection and trained in (None, selection["arch"]) else "the chosen cell"
+        rep.plot_curve(rows, d / "retrain_curve.png", f"{space_name}: retrain of {who}, {len(rows)} epochs")
+    text = rep.plain_text(tables)
     eio.write_text(d / "report.txt", text)
+    console = rep.terminal_console()
+    for t in tables:
+        console.print(t)
     pngs = sorted(p.name for p in d.glob("*.png"))
-    console.print(f"report written to {d} ({', '.join(pngs) or 'no plots'})")
+    console.print(Text(f"report written to {d}", overflow="fold"))
+    console.print(Text(f"  report.txt, {', '.join(pngs) or 'no plots'}", overflow="fold"))
     return text

@@ -1,14 +1,22 @@
 """The four stages (plus report) as thin functions: read params and upstream artifacts, call eps, write outputs.
 
-Layout under the output root (default ``runs/``), per space::
+Layout under the output root (default ``runs/``), per space; every stage folder also holds ``params.yaml`` (the
+effective params of the space when the stage ran, loadable with ``--params``), ``run.json`` (eps version, digests of
+the upstream files it read, descriptive strings such as the strategy or the retrained arch) and ``metrics.json``
+(headline numbers only)::
 
-    <space>/warmup/   supernet.pt  metrics.json  timing.json
-    <space>/search/   supernet.pt  history.jsonl  population.csv  metrics.json  timing.json
+    <space>/warmup/   supernet.pt  timing.json
+    <space>/search/   supernet.pt  history.jsonl  population.csv  dvclive/  timing.json
     <space>/select/   selection.json  candidates.csv  arch.txt
-    <space>/retrain/  model.pt  metrics.json  curve.csv  timing.json
+    <space>/retrain/  model.pt  curve.csv  dvclive/  timing.json
     <space>/report/   report.txt  *.png
-    <space>/.work/<stage>/   checkpoints and the in-progress history (not a DVC output, so it survives reruns)
-    <space>/.work/<stage>.lock   held while a stage writes (one writer per run folder and stage)
+    <space>/.work/<stage>/   checkpoints, the in-progress history and live curves (not a DVC output, so they
+                             survive reruns)
+    <space>/.work/<stage>.lock   held while a stage writes (one writer per run folder)
+
+``dvclive/plots/metrics/**.tsv`` are the per-round search curves and per-epoch retrain curves (pipeline/curves.py).
+A finished stage rerun with the same params and inputs is up to date and touches nothing; one made with other
+params is refused unless ``redo`` (pipeline/record.py).
 
 Every file is written atomically; outputs appear only when a stage completes, and as one set: a stage writes them
 into ``<space>/.<stage>.staging/`` and swaps that folder in with two renames (a swap cut short by a crash is finished

@@ -13,7 +13,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from eps.checkpoint import load as load_checkpoint
+from eps.model_file import read_model
 from eps.config import defaults, load_params
 from eps.distributed import state_digest
 from eps.errors import ArchError
@@ -423,8 +423,8 @@ def test_ddp_retrain_two_processes_gives_identical_weights(tmp_path):
     assert timing["world_size"] == 2 and timing["replicas_identical"]
     digests = timing["replica_digests"]
     assert len(digests) == 2 and digests[0] == digests[1]
-    saved = load_checkpoint(d / "model.pt")
-    assert state_digest(saved["model"]) == digests[0]
+    saved = read_model(d / "model.pt")
+    assert state_digest(saved["state_dict"]) == digests[0]
     metrics = json.loads((d / "metrics.json").read_text())
     assert metrics["epochs"] == 2 and 0 <= metrics["test_acc"] <= 100
     log = out.stdout + out.stderr
@@ -455,7 +455,7 @@ def test_retrain_resumes_after_interruption(tmp_path, monkeypatch):
     monkeypatch.setattr(DartsRetrainTask, "train_epoch", original)
     stages.retrain("darts-cnn", params, tmp_path / "cut", arch=DARTS_V2)
 
-    full, cut = (load_checkpoint(tmp_path / r / "darts-cnn" / "retrain" / "model.pt")["model"] for r in ("full", "cut"))
+    full, cut = (read_model(tmp_path / r / "darts-cnn" / "retrain" / "model.pt")["state_dict"] for r in ("full", "cut"))
     assert state_digest(full) == state_digest(cut)
     m_full, m_cut = (json.loads((tmp_path / r / "darts-cnn" / "retrain" / "metrics.json").read_text())
                      for r in ("full", "cut"))

@@ -1,4 +1,5 @@
 """A real `dvc repro` of the pipeline in a temporary git repository with tiny params."""
+import json
 import os
 import re
 import shutil
@@ -30,7 +31,7 @@ def make_repo(tmp_path, *extra: str):
     """A copy of the project's code and pipeline files (plus ``extra`` folders) in ``tmp_path/repo``."""
     repo = tmp_path / "repo"
     repo.mkdir()
-    for item in ("eps", "pipeline", *extra, ".dvc", "dvc.yaml", ".dvcignore"):
+    for item in ("eps", "pipeline", *extra, ".dvc", "dvc.yaml", ".dvcignore", ".gitignore"):
         src = REPO / item
         if src.is_dir():
             shutil.copytree(src, repo / item, ignore=shutil.ignore_patterns("__pycache__", "cache", "tmp"))
@@ -52,6 +53,29 @@ def test_dvc_repro_caches_and_reruns_only_what_changed(tiny_params, tmp_path):
 
     second = sh("dvc repro", repo)
     assert ran(second) == set(), second
+
+    # the declared curves render: one plot per curve, a point per round (search) or epoch (retrain)
+    plots = json.loads(sh("dvc plots show --json 2>/dev/null", repo))
+    data = plots["data"]
+    for name, points in (("search/dvclive/plots/metrics/train/loss.tsv", 6),
+                         ("search/dvclive/plots/metrics/population/tau.tsv", 6),
+                         ("retrain/dvclive/plots/metrics/test/acc.tsv", 2)):
+        rendered = data[f"runs/nb201/{name}"]
+        assert len(rendered[0]["content"]["data"]["values"]) == points, name
+    assert not plots.get("errors"), plots.get("errors")
+    sh("dvc plots show -o plots_html", repo)
+    assert "vega" in (repo / "plots_html/index.html").read_text()
+
+    # what the README says to commit (dvc.lock and runs/: DVC's .gitignore files keep the cached outputs out of
+    # git) lets a clone get everything with `dvc pull`, with nothing to rerun
+    sh("dvc remote add -d -q local ../remote && dvc push -q && git add -A dvc.lock runs .dvc/config "
+       "&& git commit -qm run", repo)
+    assert "runs/nb201/.work" not in sh("git ls-files", repo)
+    clone = tmp_path / "clone"
+    sh(f"git clone -q {repo} {clone}", tmp_path)
+    sh("dvc pull -q dvc.yaml", clone)  # the main chain (the on-request study has not run)
+    assert "up to date" in sh("dvc status dvc.yaml", clone)
+    assert ran(sh("dvc repro", clone)) == set()
 
     full["nb201"]["retrain"]["epochs"] = 1
     (repo / "params.yaml").write_text(yaml.safe_dump(full, sort_keys=False))

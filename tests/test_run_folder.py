@@ -121,3 +121,21 @@ def test_a_stage_refuses_an_upstream_made_with_other_params(finished, tmp_path):
     proc = run_eps("stage", "retrain", "--params", other, "--out", runs, check=False)
     assert proc.returncode == 2 and "nb201/select was made with other params" in proc.stderr
     assert "retrain.epochs: 2 there, 1 here" in proc.stderr  # the recorded file holds the whole run's params
+
+
+def test_report_shows_the_params_the_run_recorded(finished, tmp_path):
+    """`eps report --out RUN` without --params (and no ./params.yaml) describes RUN with its own settings, not the
+    paper's; explicit params that the run was not made with are refused and report.txt is left as it was."""
+    runs, params = _copy(finished, tmp_path)
+    report = runs / "nb201/report/report.txt"
+    report.unlink()
+    run_eps("report", "--space", "nb201", "--out", runs, cwd=tmp_path)
+    rows = {tuple(line.replace("│", " ").split()[:2]) for line in report.read_text().splitlines() if "│" in line}
+    assert ("search.iterations", "60") in rows and ("search.population", "8") in rows, report.read_text()
+    before = report.read_bytes()
+    paper = tmp_path / "paper.yaml"
+    paper.write_text("seed: 0\n")
+    proc = run_eps("report", "--space", "nb201", "--params", paper, "--out", runs, check=False, cwd=tmp_path)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "was made with other params" in proc.stderr and "leave out --params" in proc.stderr
+    assert report.read_bytes() == before

@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from eps import checkpoint
+from eps.model_file import read_model
 from eps.spaces.nb201.space import str_to_arch
 from tests.conftest import DATA_ROOT, EPS, run_eps, write_tiny_params
 
@@ -115,7 +116,7 @@ def test_retrain_resumes_exactly(tiny_params, tmp_path):
     assert state["state"]["epoch"] == 1
     (cut / "nb201/retrain/model.pt").unlink()
     run_eps("stage", "retrain", "--params", tiny_params, "--out", cut)
-    a, b = checkpoint.load(ref / "nb201/retrain/model.pt")["model"], checkpoint.load(cut / "nb201/retrain/model.pt")["model"]
+    a, b = read_model(ref / "nb201/retrain/model.pt")["state_dict"], read_model(cut / "nb201/retrain/model.pt")["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert (ref / "nb201/retrain/metrics.json").read_text() == (cut / "nb201/retrain/metrics.json").read_text()
     assert cfg["nb201"]["retrain"]["epochs"] == 2
@@ -164,8 +165,8 @@ def test_retrain_killed_at_random_moments_resumes_exactly(tmp_path):
     if not finished:
         run_eps("stage", "retrain", "--params", params, "--out", killed)
     assert kills >= 2, "the test never interrupted the retrain; make it longer"
-    a = checkpoint.load(ref / "nb201/retrain/model.pt")["model"]
-    b = checkpoint.load(killed / "nb201/retrain/model.pt")["model"]
+    a = read_model(ref / "nb201/retrain/model.pt")["state_dict"]
+    b = read_model(killed / "nb201/retrain/model.pt")["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     for rel in ("retrain/metrics.json", "retrain/curve.csv"):
         assert (ref / "nb201" / rel).read_bytes() == (killed / "nb201" / rel).read_bytes()

@@ -6,6 +6,7 @@ never synchronises with the device inside a round.
 """
 from __future__ import annotations
 
+import copy
 from typing import Literal, Protocol, runtime_checkable
 
 import torch
@@ -17,6 +18,8 @@ from eps.config import Number
 from eps.data.augment import Normalize, crop_flip
 from eps.data.cifar import CIFAR10_MEAN, CIFAR10_STD, load_cifar10, load_split
 from eps.data.stream import BatchStream
+from eps.errors import SpaceError
+from eps.model_file import plain_values
 from eps.retrain import RetrainSettings
 from eps.space import SupernetSettings
 from eps.train.common import amp_active, autocast, cosine_lr, decay_groups, make_generator, score_members, set_lr
@@ -189,10 +192,19 @@ def load_train_test(load, data_root, cfg: dict):
 
 
 class ImageRetrainTask:
-    """NAS-Bench-201 protocol: SGD nesterov, cosine lr stepped per iteration, crop+flip, full train set, test set."""
+    """NAS-Bench-201 protocol: SGD nesterov, cosine lr stepped per iteration, crop+flip, full train set, test set.
+
+    ``network``: the keywords with which the space's ``build_network(arch, **network)`` built ``model``; saved in
+    ``retrain/model.pt`` (``network_config``) so that ``eps.load_model`` rebuilds the trained network. Required:
+    without it a run would only fail when it writes its model, after training."""
 
     def __init__(self, model: nn.Module, cfg: dict, data_root, device: torch.device, seed: int,
-                 dataset: str = "cifar10"):
+                 dataset: str = "cifar10", network: dict | None = None):
+        if network is None:
+            raise SpaceError("ImageRetrainTask needs network=: the keywords with which the space's "
+                             "build_network(arch, **network) built this model (see eps/space.py "
+                             "RetrainTask.network_config and examples/chain_space.py)")
+        self.network = plain_values(network, "ImageRetrainTask network")
         self.device, self.cfg = device, cfg
         self.precision = "bf16" if amp_active(device, cfg["amp"]) else "fp32"
         self.memory_format = torch.channels_last if cfg["channels_last"] else torch.contiguous_format
@@ -242,6 +254,11 @@ class ImageRetrainTask:
             correct += (logits.argmax(1) == y).sum()
         n = len(self.test_y)
         return {"test_loss": float(loss_sum) / n, "test_acc": 100.0 * float(correct) / n}
+
+    @property
+    def network_config(self) -> dict:
+        """The ``build_network`` keywords of ``model`` (a copy: plain values)."""
+        return copy.deepcopy(self.network)
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),

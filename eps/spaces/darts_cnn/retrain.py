@@ -52,9 +52,12 @@ class DartsRetrainSettings(ImageRetrainSettings):
 
 
 class DartsRetrainTask:
+    """``network``: the keywords with which ``DartsCNNSpace.build_network(arch, **network)`` built ``model``
+    (``network_config``, saved in ``retrain/model.pt``)."""
     supports_distributed = True
 
-    def __init__(self, model: nn.Module, cfg: dict, data_root, device: torch.device, seed: int):
+    def __init__(self, model: nn.Module, cfg: dict, data_root, device: torch.device, seed: int, *, network: dict):
+        self.network = dict(network)
         self.device, self.cfg = device, cfg
         self.rank, self.world = distributed.rank(), distributed.world()
         if cfg["batch_size"] % self.world:
@@ -139,6 +142,11 @@ class DartsRetrainTask:
         n = len(self.test_y)
         loss_sum, correct, n = distributed.all_reduce_sum(torch.cat([sums, sums.new_tensor([n])])).tolist()
         return {"test_loss": loss_sum / n, "test_acc": 100.0 * correct / n}
+
+    @property
+    def network_config(self) -> dict:
+        """The ``build_network`` keywords of ``model`` (num_classes, channels, layers, auxiliary)."""
+        return dict(self.network)
 
     def _rank_state(self) -> dict:
         return {"aug": self.aug_gen.get_state(), "model": self.model_gen.get_state()}

@@ -312,6 +312,9 @@ class DartsCNNSpace:
 
     def build_network(self, arch, num_classes: int | None = None, channels: int | None = None,
                       layers: int | None = None, auxiliary: bool = True) -> NetworkCIFAR:
+        """DARTS's ``NetworkCIFAR``: ``channels`` = initial width C, ``layers`` = cells (two of them reduction
+        cells), ``auxiliary`` = the auxiliary head after the second reduction cell; a size left out takes the
+        space's retrain setting. Input (B, 3, 32, 32) normalised images, output ``(logits (B, classes), aux)``."""
         n, c, l = self._eval_shape(num_classes, channels, layers)
         return NetworkCIFAR(arch, c, l, n, auxiliary=auxiliary)
 
@@ -368,7 +371,7 @@ class DartsCNNSpace:
     def retrain_task(self, arch, section: dict, data_root, device, seed: int):
         from eps.spaces.darts_cnn.retrain import DartsRetrainTask
         r = section["retrain"]
-        model = self.build_network(arch, NUM_CLASSES[r["dataset"]], r["channels"], r["layers"],
-                                   auxiliary=r["auxiliary_weight"] > 0)
-        return DartsRetrainTask(model, r, data_root, device, seed)
+        network = {"num_classes": NUM_CLASSES[r["dataset"]], "channels": r["channels"], "layers": r["layers"],
+                   "auxiliary": r["auxiliary_weight"] > 0}
+        return DartsRetrainTask(self.build_network(arch, **network), r, data_root, device, seed, network=network)
 

@@ -279,9 +279,23 @@ class DartsRNNSpace:
     def build_supernet(self, num_classes: int = DEFAULT_VOCAB) -> DartsRNNSupernet:
         return DartsRNNSupernet(vocab=num_classes, hidden=self.supernet_hidden_size, **self.model_options)
 
-    def build_network(self, arch, num_classes: int | None = None, channels: int | None = None) -> DartsRNNNetwork:
+    def network_options(self, num_classes: int | None = None) -> dict:
+        """Every ``build_network`` keyword of this space's standalone network for a vocabulary of ``num_classes``
+        words (the retrain task's ``network_config``)."""
+        return {"num_classes": num_classes or DEFAULT_VOCAB, "channels": self.hidden_size, **self.model_options}
+
+    def build_network(self, arch, num_classes: int | None = None, channels: int | None = None, *,
+                      dropout: float | None = None, dropouth: float | None = None, dropoutx: float | None = None,
+                      dropouti: float | None = None, dropoute: float | None = None,
+                      init_range: float | None = None) -> DartsRNNNetwork:
+        """The standalone language model: ``num_classes`` = vocabulary (default 10,000), ``channels`` = embedding =
+        hidden size, the dropouts as in the space settings (training mode only); a keyword left out takes the
+        space's setting. Forward: tokens (T, B) -> ``RNNOutput`` with logits (T, B, vocabulary)."""
+        given = {"dropout": dropout, "dropouth": dropouth, "dropoutx": dropoutx, "dropouti": dropouti,
+                 "dropoute": dropoute, "init_range": init_range}
+        options = {k: self.model_options[k] if v is None else v for k, v in given.items()}
         return DartsRNNNetwork(check_arch(arch), vocab=num_classes or DEFAULT_VOCAB,
-                               hidden=channels or self.hidden_size, **self.model_options)
+                               hidden=channels or self.hidden_size, **options)
 
     def num_params(self, arch, num_classes: int | None = None, channels: int | None = None,
                    layers: int | None = None) -> int:

@@ -272,7 +272,8 @@ class PTBRetrainTask:
         self.train_data = split(corpus.train, cfg["train_subset"], cfg["batch_size"], "train_subset")
         self.valid_data = split(corpus.valid, cfg["valid_subset"], cfg["eval_batch_size"], "valid_subset")
         self.test_data = split(corpus.test, cfg["test_subset"], cfg["test_batch_size"], "test_subset")
-        self.model = space.build_network(arch, num_classes=len(corpus)).to(device)
+        self.network = space.network_options(num_classes=len(corpus))
+        self.model = space.build_network(arch, **self.network).to(device)
         self.tar_beta, self.ar_alpha = sp["tar_beta"], sp["ar_alpha"]
         self.optimizer = self._sgd()
         self.asgd = False
@@ -287,6 +288,11 @@ class PTBRetrainTask:
         self.epoch = 0
         mean_len = (1 - cfg["half_bptt_prob"]) * cfg["bptt"] + cfg["half_bptt_prob"] * cfg["bptt"] / 2
         self.steps_per_epoch = max(1, math.ceil((self.train_data.size(0) - 2) / mean_len))  # an estimate: lengths vary
+
+    @property
+    def network_config(self) -> dict:
+        """The ``build_network`` keywords of ``model`` (vocabulary, hidden size, dropouts, init range)."""
+        return dict(self.network)
 
     def _sgd(self):
         return torch.optim.SGD(self.model.parameters(), lr=self.cfg["lr"], weight_decay=self.cfg["weight_decay"])

@@ -226,6 +226,15 @@ class GroundTruth:
         better = ordered.size - int(np.searchsorted(ordered, value, side="right"))
         return 1 + better
 
+    def best(self, column: str = "cifar10_test") -> float:
+        """The highest value of ``column`` over all cells (percent), cells without a value left out (an
+        ``eps.space.HasOptimum``); DataError for an unknown column or one without any value."""
+        self._column(column)
+        ordered = self._sorted[column]
+        if ordered.size == 0:
+            raise DataError(f"ground truth column {column} has no values; choose another column")
+        return float(ordered[-1])
+
     def top_fraction_mask(self, archs: Iterable[str], column: str = "cifar10_valid",
                           fraction: float = 0.2) -> np.ndarray:
         """Whether each arch is in the global top ``fraction`` of all cells by ``column``.

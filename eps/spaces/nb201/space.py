@@ -157,8 +157,16 @@ class NB201Space:
         return NB201Supernet(self.channels, self.cells_per_stage, self.num_classes, skip_dead=skip_dead_edges,
                              progressive=progressive, new_cell_init=new_cell_init)
 
-    def build_network(self, arch, num_classes: int | None = None) -> NB201Network:
-        return NB201Network(arch, self.channels, self.cells_per_stage, num_classes or self.num_classes)
+    def _network(self) -> dict:
+        """The ``build_network`` keywords of this space's standalone network (the retrain task's network_config)."""
+        return {"num_classes": self.num_classes, "channels": self.channels, "cells_per_stage": self.cells_per_stage}
+
+    def build_network(self, arch, num_classes: int | None = None, channels: int | None = None,
+                      cells_per_stage: int | None = None) -> NB201Network:
+        """The benchmark's standalone network: ``channels`` = C of the first stage, ``cells_per_stage`` = N; a
+        keyword left out takes the space's setting. Input (B, 3, 32, 32) normalised images, output (B, classes)."""
+        return NB201Network(arch, channels or self.channels, cells_per_stage or self.cells_per_stage,
+                            num_classes or self.num_classes)
 
     def num_params(self, arch, num_classes: int | None = None, channels: int | None = None,
                    layers: int | None = None) -> int:
@@ -186,5 +194,6 @@ class NB201Space:
 
     def retrain_task(self, arch, section: dict, data_root, device, seed: int):
         from eps.train.image import ImageRetrainTask
-        return ImageRetrainTask(self.build_network(arch), section["retrain"], data_root, device, seed,
-                                dataset=section["space"]["dataset"])
+        network = self._network()
+        return ImageRetrainTask(self.build_network(arch, **network), section["retrain"], data_root, device, seed,
+                                dataset=section["space"]["dataset"], network=network)

@@ -1,0 +1,261 @@
+"""The trained network as a plain PyTorch file (``<space>/retrain/model.pt``) and ``load_model``, which rebuilds it.
+
+Unlike a checkpoint (``eps.checkpoint``: a checksum header before the pickle), ``model.pt`` is a plain
+``torch.save`` of one dict of tensors and plain values, so ``torch.load(path, weights_only=True)`` reads it without
+eps. Its keys:
+
+``format``          ``"eps-model/1"``
+``space``           the space's registered name (``"nb201"``); for a space kept outside eps, the reference it was
+                    registered from (``path/to/file.py:Class`` or ``package.module:Class``)
+``arch``            the architecture in the space's notation (``space.encode``)
+``network``         the keyword arguments of the space's ``build_network(arch, **network)`` that rebuild the
+                    standalone network exactly (classes, widths, depths, auxiliary head, dropouts)
+``space_settings``  the space's settings section (``<space>.space``) of the run: the space is built from it, since
+                    a setting may decide which architectures decode (darts-cnn's ``variant``)
+``state_dict``      the trained weights: contiguous CPU tensors
+``weights_sha256``  sha256 (hex) over the state_dict's names, dtypes, shapes and bytes in name order; its first 16
+                    characters equal ``eps.distributed.state_digest`` of the same weights
+``eps_version``     the eps that wrote the file
+
+``load_model`` needs nothing but the file (no params file, no data): it builds the space from ``space_settings``
+over the space's defaults, decodes ``arch``, calls ``build_network(arch, **network)`` and loads the weights strictly.
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import io
+import json
+import numbers
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import torch.nn as nn
+
+from eps import io as eio
+from eps.errors import EpsError, SpaceError
+
+FORMAT = "eps-model/1"
+FILE_NAME = "model.pt"
+KEYS = ("format", "space", "arch", "network", "space_settings", "state_dict", "weights_sha256", "eps_version")
+
+
+# ------------------------------------------------------------------------------------------------ writing
+
+def plain_values(value: Any, where: str) -> Any:
+    """``value`` as plain Python data (str, int, float, bool, None, lists, dicts with str keys; tuples become lists),
+    which ``torch.load(weights_only=True)`` reads. Raises SpaceError naming the first other value."""
+    if value is None or isinstance(value, (str, bool)):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, (list, tuple)):
+        return [plain_values(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise SpaceError(f"{where}: key {k!r} is a {type(k).__name__}; keys must be strings")
+            out[k] = plain_values(v, f"{where}.{k}")
+        return out
+    raise SpaceError(f"{where} is a {type(value).__name__}; network settings must be plain values (str, int, float, "
+                     f"bool, None, lists, dicts) that build_network accepts")
+
+
+def weights_digest(state: Mapping[str, torch.Tensor]) -> str:
+    """sha256 (64 hex characters) over a state dict's names, dtypes, shapes and bytes in name order, independent of
+    device and memory format. Fed like ``eps.distributed.state_digest``, so its first 16 characters equal that."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(name.encode())
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def space_reference(name: str) -> str:
+    """What finds the space ``name`` again in another process: the name of a built-in or installed space, else the
+    reference it was registered from (a relative file path that does not resolve from here becomes absolute)."""
+    from eps import spaces
+    spaces._load()
+    # The registry keeps where each space came from; a name alone finds only built-in and entry-point spaces.
+    ref = spaces._origin.get(name)
+    if ref is None or ref not in spaces._refs:
+        return name
+    target, _, attr = ref.rpartition(":")
+    if (target.endswith(".py") or "/" in target or "\\" in target) and not Path(target).expanduser().is_file():
+        ref = f"{Path(inspect.getfile(spaces._classes[name])).resolve()}:{attr}"
+    return ref
+
+
+def _cpu_weights(state_dict: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    out = {}
+    for name, t in state_dict.items():
+        if not isinstance(t, torch.Tensor):
+            raise SpaceError(f"state_dict entry {name!r} is a {type(t).__name__}; a model file holds tensors only")
+        t = t.detach().cpu().contiguous()
+        # torch.save writes a tensor's whole storage: a view into a larger one is copied out first.
+        out[name] = t.clone() if t.untyped_storage().nbytes() != t.nbytes else t
+    return out
+
+
+def save_model(path: str | Path, *, space: str, arch: str, network: Mapping[str, Any],
+               state_dict: Mapping[str, torch.Tensor], space_settings: Mapping[str, Any] | None = None) -> dict:
+    """Write ``path`` (atomically) as a plain ``torch.save`` of the model dict described in the module docstring;
+    returns that dict. ``space``: the registered space name; ``arch``: the architecture string (``encode``);
+    ``network``: the retrain task's ``network_config``; ``space_settings``: the params section's ``space``."""
+    from eps import __version__
+    weights = _cpu_weights(state_dict)
+    # Settings go through JSON so that every value is plain, and load validates them in pydantic's JSON mode.
+    settings = json.loads(json.dumps(dict(space_settings or {}), default=str))
+    record = {"format": FORMAT, "space": space_reference(space), "arch": str(arch),
+              "network": plain_values(dict(network), "network"), "space_settings": settings,
+              "state_dict": weights, "weights_sha256": weights_digest(weights), "eps_version": __version__}
+    buf = io.BytesIO()
+    torch.save(record, buf)
+    eio.write_bytes(path, buf.getvalue())
+    return record
+
+
+# ------------------------------------------------------------------------------------------------ reading
+
+def model_path(path: str | Path) -> Path:
+    """The model file ``path`` names: the file itself, ``<dir>/model.pt``, ``<dir>/retrain/model.pt`` (a space's run
+    folder), or the only ``<dir>/*/retrain/model.pt`` (an output root with one space). Raises EpsError otherwise."""
+    p = Path(path).expanduser()
+    if p.is_file():
+        return p
+    if not p.exists():
+        raise EpsError(f"{p} does not exist; pass a run folder (e.g. runs/nb201), its retrain folder or a "
+                       f"{FILE_NAME} file")
+    for candidate in (p / FILE_NAME, p / "retrain" / FILE_NAME):
+        if candidate.is_file():
+            return candidate
+    found = sorted(p.glob(f"*/retrain/{FILE_NAME}"))
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise EpsError(f"{p} holds the models of {len(found)} spaces ({', '.join(f.parent.parent.name for f in found)}"
+                       f"); pass one space's folder, e.g. {found[0].parent.parent}")
+    raise EpsError(f"no {FILE_NAME} in {p} (looked for {FILE_NAME}, retrain/{FILE_NAME} and */retrain/{FILE_NAME}); "
+                   f"run `eps stage retrain` first or pass the file itself")
+
+
+def _refuse_checkpoint(file: Path) -> None:
+    from eps.checkpoint import MAGIC
+    try:
+        with open(file, "rb") as f:
+            head = f.read(len(MAGIC))
+    except OSError as err:
+        raise EpsError(f"{file} cannot be read ({err.strerror}); check its permissions") from None
+    if head != MAGIC:
+        return
+    if file.name == FILE_NAME:
+        raise EpsError(f"{file} is in the checkpoint format an older eps wrote, not a model file; rerun `eps stage "
+                       f"retrain` for that run (same params and --out) to write it in the model format")
+    raise EpsError(f"{file} is an eps training checkpoint, not a model file; pass <space>/retrain/{FILE_NAME}")
+
+
+def read_model(path: str | Path) -> dict:
+    """The model dict of ``path`` (a ``model.pt`` file or a folder, as ``model_path``), loaded with
+    ``weights_only=True`` on the CPU, its format, keys and ``weights_sha256`` checked. Raises EpsError (one line)
+    for a missing file, a file that is not an eps model file, or changed weights."""
+    file = model_path(path)
+    _refuse_checkpoint(file)
+    try:
+        record = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as err:  # a torn zip, a bad CRC, a pickle of other objects: all "not a model file"
+        raise EpsError(f"{file} is corrupt or not an eps model file (torch.load failed: {type(err).__name__}); "
+                       f"rerun `eps stage retrain` to write it again") from None
+    if not isinstance(record, dict) or not isinstance(record.get("format"), str):
+        raise EpsError(f"{file} is not an eps model file (no `format` key); pass the {FILE_NAME} that "
+                       f"`eps stage retrain` writes")
+    if record["format"] != FORMAT:
+        hint = "upgrade eps to read it" if record["format"].startswith("eps-model/") else \
+            f"pass the {FILE_NAME} that `eps stage retrain` writes"
+        raise EpsError(f"{file} has format {record['format']!r}, this eps reads {FORMAT!r}; {hint}")
+    missing = [k for k in KEYS if k not in record]
+    bad = [k for k, kind in (("space", str), ("arch", str), ("network", dict), ("space_settings", dict),
+                             ("state_dict", dict), ("weights_sha256", str)) if k in record and
+           not isinstance(record[k], kind)]
+    if not bad and not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in record["state_dict"].items()):
+        bad = ["state_dict"]
+    if missing or bad:
+        what = f"lacks {', '.join(missing)}" if missing else f"has a malformed {', '.join(bad)}"
+        raise EpsError(f"{file} {what}; it is damaged or not written by eps: rerun `eps stage retrain` to write it "
+                       f"again")
+    if weights_digest(record["state_dict"]) != record["weights_sha256"]:
+        raise EpsError(f"{file} is corrupt: its weights do not match their weights_sha256 (changed after eps wrote "
+                       f"them); restore the file or rerun `eps stage retrain` to write it again")
+    return record
+
+
+def _space_of(record: dict, file: Path):
+    """The space instance the model was trained in: its class from ``record['space']``, configured by the saved
+    space settings over the space's defaults."""
+    from pydantic import ValidationError
+
+    from eps.config import _error_lines
+    from eps.spaces import register_ref, resolve, space_class
+    ref = record["space"]
+    target = ref.rpartition(":")[0]
+    base = None
+    if (target.endswith(".py") or "/" in target or "\\" in target) and not Path(target).expanduser().is_absolute():
+        # A relative space file is relative to where the run was started, usually a folder above the run's outputs,
+        # so the model loads from any working directory while the project stays together.
+        base = next((d for d in file.resolve().parents if (d / target).is_file()), None)
+    try:
+        cls = space_class(register_ref(ref, base=base) if base is not None else resolve(ref))
+    except SpaceError as err:
+        raise SpaceError(f"{file} was trained in space {ref!r}, which cannot be used here ({err}); make that space "
+                         f"importable (install its package or keep its file at that path)") from None
+    try:
+        section = cls.Params.model_validate_json(json.dumps({"space": record["space_settings"]}))
+    except ValidationError as err:
+        raise EpsError(f"{file}: the settings of space {ref!r} it was trained with do not validate in this eps "
+                       f"({'; '.join(_error_lines(err, cls.Params))}); use the eps version that wrote it "
+                       f"({record['eps_version']})") from None
+    return cls.from_params(section.model_dump(by_alias=True, mode="python"))
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """The trained standalone network of a run, rebuilt from its model file and returned in eval mode on
+    ``device``. ``path``: an output root with one space (``runs``), a space's run folder (``runs/nb201``), its
+    ``retrain`` folder or the ``model.pt`` file. The network's forward is the space's (e.g. NB201: images
+    ``(N, 3, 32, 32)`` normalised floats -> logits ``(N, 10)``; DARTS CNN: ``(logits, aux)``).
+
+    Raises EpsError (one line naming the file and the fix) for a missing or foreign file, changed weights, a space
+    that cannot be imported, or weights that do not fit the rebuilt network. The global RNG is left untouched.
+    """
+    file = model_path(path)
+    record = read_model(file)
+    space = _space_of(record, file)
+    try:
+        arch = space.decode(record["arch"])
+    except EpsError as err:
+        raise EpsError(f"{file}: its arch does not decode in space {record['space']!r} ({err}); use the eps version "
+                       f"that wrote it ({record['eps_version']}) or rerun `eps stage retrain`") from None
+    # Building initialises weights from the global RNG; the caller's random state must not depend on loading.
+    with torch.random.fork_rng(devices=[]):
+        try:
+            net = space.build_network(arch, **record["network"])
+        except TypeError as err:
+            raise EpsError(f"{file}: space {record['space']!r} cannot rebuild its network from "
+                           f"{sorted(record['network'])} ({err}); use the eps version that wrote it "
+                           f"({record['eps_version']})") from None
+    try:
+        net.load_state_dict(record["state_dict"], strict=True)
+    except RuntimeError as err:
+        detail = " ".join(str(err).split())[:300]
+        raise EpsError(f"{file}: the weights do not fit the network rebuilt from it ({detail}); the file and the "
+                       f"space's build_network disagree: use the eps version that wrote it "
+                       f"({record['eps_version']})") from None
+    return net.to(torch.device(device)).eval()
+
+
+__all__ = ["FORMAT", "load_model", "model_path", "plain_values", "read_model", "save_model", "space_reference",
+           "weights_digest"]
