@@ -7,6 +7,7 @@ CPU.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import os
@@ -113,3 +114,142 @@ def state_digest(state: dict) -> str:
         else:
             h.update(repr(value).encode())
     return h.hexdigest()[:16]
+
+
+# ---- data-parallel supernet search (one controller per rank, identical decisions) ---------------------------------
+
+def broadcast_object(obj, src: int = 0):
+    """``obj`` of rank ``src`` on every rank (pickled; for checkpoint states and small decisions)."""
+    if world() == 1:
+        return obj
+    box = [obj if rank() == src else None]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def on_main(fn):
+    """``fn()`` run on rank 0 only, its result given to every rank. An exception there is re-raised on rank 0 and
+    raised as an ``EpsError`` with the same message on the others, so no rank waits for a rank that stopped."""
+    from eps.errors import EpsError
+    if world() == 1:
+        return fn()
+    result, problem, error = None, None, None
+    if is_main():
+        try:
+            result = fn()
+        except Exception as err:  # every rank must hear of it, whatever it is
+            error, problem = err, str(err) or type(err).__name__
+    result, problem = broadcast_object((result, problem))
+    if error is not None:
+        raise error
+    if problem is not None:
+        raise EpsError(problem)
+    return result
+
+
+def owns(index: int) -> bool:
+    """Whether this rank scores member ``index`` of a round (members are dealt round-robin)."""
+    return index % world() == rank()
+
+
+def shard(*tensors: torch.Tensor) -> tuple:
+    """This rank's contiguous slice of a batch (first dimension); slices differ by at most one sample."""
+    n, r, w = len(tensors[0]), rank(), world()
+    lo, hi = n * r // w, n * (r + 1) // w
+    return tuple(t[lo:hi] for t in tensors)
+
+
+def sum_gradients(params, *scalars: torch.Tensor) -> list[torch.Tensor]:
+    """Sum the gradients of ``params`` (those that have one; the same set on every rank, as every rank trains the
+    same path) and ``scalars`` over the ranks, in one all-reduce. Returns the summed scalars."""
+    grads = [p.grad for p in params if p.grad is not None]
+    parts = [g.reshape(-1).float() for g in grads] + [s.detach().reshape(1).float() for s in scalars]
+    flat = torch.cat(parts)
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    offset = 0
+    for g in grads:
+        n = g.numel()
+        g.copy_(flat[offset:offset + n].view_as(g))
+        offset += n
+    return [flat[offset + k] for k in range(len(scalars))]
+
+
+_SYNC_BN = False
+
+
+@contextlib.contextmanager
+def synced_batch_norm():
+    """Within the block, the BatchNorm layers of models passed to ``global_batch_norm`` normalise a training batch
+    with the statistics of the whole batch across ranks (as one process would), not of this rank's slice. Outside
+    it (fitness: a member is scored on whole batches by one rank) they are plain BatchNorm layers."""
+    global _SYNC_BN
+    old, _SYNC_BN = _SYNC_BN, world() > 1
+    try:
+        yield
+    finally:
+        _SYNC_BN = old
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks, differentiable: every rank's loss depends on the sum, so the gradient of each rank's input is
+    the sum of the ranks' output gradients."""
+
+    @staticmethod
+    def forward(ctx, t):
+        out = t.clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad
+
+
+class GlobalBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
+    """BatchNorm whose training-mode statistics span every rank's slice of the batch while ``synced_batch_norm`` is
+    active: the sums and then the squared deviations are all-reduced (differentiably), running statistics get the
+    global mean and unbiased variance, exactly as one process with the whole batch would (up to float rounding).
+    Same parameters and buffers as ``nn.BatchNorm2d``, so state dicts are unchanged. Plain BatchNorm otherwise."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (_SYNC_BN and self.training):
+            return super().forward(x)
+        c = x.shape[1]
+        dims = [0, *range(2, x.dim())]
+        shape = [1, c] + [1] * (x.dim() - 2)
+        xf = x.float()
+        # two passes, as one process computes them: the global mean, then the global sum of squared deviations
+        # (a single pass of sums of squares loses digits to cancellation when the mean is large)
+        count = torch.full((1,), float(xf.numel() // c), device=x.device)
+        first = _AllReduceSum.apply(torch.cat([xf.sum(dims), count]))
+        total = first[-1].clamp(min=1.0)
+        mean = first[:c] / total
+        centred = xf - mean.view(shape)
+        var = _AllReduceSum.apply((centred * centred).sum(dims)) / total
+        if self.track_running_stats and self.running_mean is not None:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                f = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                unbiased = var * total / (total - 1).clamp(min=1.0)
+                self.running_mean.mul_(1 - f).add_(mean.detach().to(self.running_mean.dtype), alpha=f)
+                self.running_var.mul_(1 - f).add_(unbiased.detach().to(self.running_var.dtype), alpha=f)
+        y = centred * torch.rsqrt(var.view(shape) + self.eps)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y.to(x.dtype)
+
+
+def global_batch_norm(model: torch.nn.Module) -> torch.nn.Module:
+    """Make every ``nn.BatchNorm1d/2d/3d`` of ``model`` a ``GlobalBatchNorm`` in place (a no-op in one process)."""
+    if world() == 1:
+        return model
+    for m in model.modules():
+        if type(m) in _GLOBAL:
+            m.__class__ = _GLOBAL[type(m)]
+    return model
+
+
+_GLOBAL = {bn: type(f"Global{bn.__name__}", (GlobalBatchNorm, bn), {})
+           for bn in (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)}

@@ -281,6 +281,28 @@ class AppendLog:
             raise _named(err, self.path) from None
 
 
+class NullLog:
+    """An ``AppendLog`` that keeps nothing: the history of a rank other than 0 under torchrun (rank 0 writes it)."""
+
+    def append(self, record: dict) -> None:
+        pass
+
+    def commit(self) -> int:
+        return 0
+
+    def digest(self) -> str:
+        return ""
+
+    def verify(self, length: int, digest: str | None = None) -> str | None:
+        return None
+
+    def truncate(self, length: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
     with open(path) as f:
         for line in f:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from eps import distributed
 from eps.checkpoint import CheckpointDir
 from eps.config import Number, Settings
 from eps.errors import CheckpointError, NumericalError
@@ -115,7 +116,8 @@ def run_warmup(space: SearchSpace, task: SupernetTask, cfg: dict, seed: int, ckp
     rng = np.random.default_rng([seed, 1])
     # What a usable checkpoint must hold: one that lacks any of it is treated like a corrupt one (prev.pt is tried).
     template = {"task": task.state_dict(), "rng": {}, "global_rng": {}, "iteration": 0}
-    state = ckpt.load_latest(restart, template=template)
+    # under torchrun rank 0 reads the checkpoint and every rank restores the same state; only rank 0 writes
+    state = distributed.on_main(lambda: ckpt.load_latest(restart, template=template))
     t = 0
     if state is not None:
         def apply():
@@ -139,9 +141,10 @@ def run_warmup(space: SearchSpace, task: SupernetTask, cfg: dict, seed: int, ckp
             skipped += int((~torch.isfinite(losses)).sum())
             t += n
             last = losses[-1]
-            ckpt.save({"task": task.state_dict(), "rng": rng.bit_generator.state,
-                       "global_rng": rng_state(task.device), "iteration": t, "nonfinite_skipped": skipped,
-                       "last_train_loss": float(last)})
+            if distributed.is_main():
+                ckpt.save({"task": task.state_dict(), "rng": rng.bit_generator.state,
+                           "global_rng": rng_state(task.device), "iteration": t, "nonfinite_skipped": skipped,
+                           "last_train_loss": float(last)})
             bar.advance(n, f"loss {float(last):.3f}")
     return LoopResult(t, time.monotonic() - start, resumed_from, float(last), skipped)
 
@@ -168,8 +171,8 @@ def run_search(space: SearchSpace, task: SupernetTask, controller: Controller, c
     # without any the run stops (--restart starts afresh). The history is never extended to a longer recorded length.
     template = {"task": task.state_dict(), "controller": controller.state_dict(), "global_rng": {},
                 "history_bytes": 0, "iteration": 0, "nonfinite_skipped": 0}
-    state = ckpt.load_latest(restart, template=template,
-                             check=lambda s: history.verify(s["history_bytes"], s.get("history_sha")))
+    state = distributed.on_main(lambda: ckpt.load_latest(
+        restart, template=template, check=lambda s: history.verify(s["history_bytes"], s.get("history_sha"))))
     t, skipped = 0, 0
     if state is not None:
         def apply():
@@ -196,6 +199,8 @@ def run_search(space: SearchSpace, task: SupernetTask, controller: Controller, c
     last = float(state.get("last_train_loss", float("nan"))) if state is not None else float("nan")
 
     def save():
+        if not distributed.is_main():  # the other ranks hold the same state; rank 0 writes it
+            return
         n_bytes = history.commit()
         payload = {"task": task.state_dict(), "controller": controller.state_dict(),
                    "global_rng": rng_state(task.device), "history_bytes": n_bytes, "history_sha": history.digest(),

@@ -225,8 +225,24 @@ def _stage(name: str):
     return command
 
 
-for _name in ("warmup", "search", "select", "retrain"):
+for _name in ("warmup", "search", "select"):
     stage_app.command(_name, cls=Command)(_stage(_name))
+
+
+@stage_app.command("retrain", cls=Command)
+@friendly
+def stage_retrain(space: str = SpaceOpt, params: Optional[Path] = ParamsOpt, out: Path = OutOpt,
+                  restart: bool = RestartOpt, redo: bool = RedoOpt,
+                  arch: Optional[str] = typer.Option(
+                      None, "--arch", help="Retrain this architecture (the space's notation) instead of the "
+                                           "selection in OUT/SPACE/select/arch.txt.")):
+    """Train the chosen architecture from scratch and report its test metrics."""
+    from pipeline import stages
+    name, p = _params(params, space)
+    if arch is not None:
+        from eps.spaces import get_space
+        get_space(name, p[name]).decode(arch)  # a one-line ArchError before any work
+    stages.retrain(name, p, out, restart=restart or redo, redo=redo, arch=arch)
 
 
 @app.command(cls=Command)

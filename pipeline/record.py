@@ -94,18 +94,28 @@ def differences(recorded: dict, current: dict, limit: int = 3) -> str:
 
 def read(folder: Path) -> tuple[dict, dict] | None:
     """(recorded params, run.json) of a finished stage folder; None when it has no record (not finished, or made by
-    an eps that kept none). A record that cannot be read is an EpsError naming the file."""
+    an eps that kept none). A record that cannot be read is an EpsError naming the file and the stage to rerun."""
     p_file, r_file = folder / PARAMS_FILE, folder / RUN_FILE
     if not p_file.exists():
         return None
+
+    def damaged(path: Path, why: str) -> EpsError:
+        from eps.spaces import cli_name
+        return EpsError(f"{path} is damaged ({why}); rerun `eps stage {folder.name} --space "
+                        f"{cli_name(folder.parent.name)} --out {folder.parent.parent} --redo` to rewrite it")
+
     try:
         recorded = yaml.safe_load(p_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise damaged(p_file, f"not valid YAML: {' '.join(str(err).split())[:120]}") from None
+    try:
         run = eio.read_json(r_file) if r_file.exists() else {}
-    except (OSError, ValueError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise EpsError(f"{p_file.parent} has an unreadable record ({type(err).__name__}); rerun that stage with "
-                       f"--redo") from None
-    if not isinstance(recorded, dict) or not isinstance(run, dict):
-        raise EpsError(f"{p_file} is not a params record (expected a mapping); rerun that stage with --redo")
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise damaged(r_file, f"not valid JSON, truncated or corrupt: {err}") from None
+    if not isinstance(recorded, dict):
+        raise damaged(p_file, "expected a mapping of params")
+    if not isinstance(run, dict):
+        raise damaged(r_file, "expected a JSON object")
     return recorded, run
 
 

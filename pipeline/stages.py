@@ -55,7 +55,8 @@ STAGES = ("warmup", "search", "select", "retrain")
 
 
 def log(msg: str) -> None:
-    console.print(msg, highlight=False, soft_wrap=True)  # paths and architectures stay pasteable
+    if distributed.is_main():  # under torchrun, one rank speaks
+        console.print(msg, highlight=False, soft_wrap=True)  # paths and architectures stay pasteable
 
 
 class RunPaths:
@@ -169,11 +170,39 @@ def _require(path: Path, stage: str, space: str, paths: RunPaths | None = None) 
 
 
 def warmup(space_name: str, params: dict, out: str | Path, restart: bool = False, redo: bool = False) -> dict:
-    paths = RunPaths(out, space_name)
-    with locked(paths, "warmup"):
-        if _up_to_date(paths, "warmup", params, space_name, {}, redo, WARMUP_OUTPUTS):
-            return {"up_to_date": True}
-        return _warmup(space_name, params, paths, restart or redo)
+    """Under ``torchrun --nproc_per_node N`` the warm-up is data parallel (see ``search``)."""
+    try:
+        section, space, device = _setup(space_name, params, "warmup")
+        device = distributed.setup(device)
+        paths = RunPaths(out, space_name)
+        with _ranks_locked(paths, "warmup"):
+            if distributed.on_main(lambda: _up_to_date(paths, "warmup", params, space_name, {}, redo,
+                                                       WARMUP_OUTPUTS)):
+                return {"up_to_date": True}
+            return _warmup(space_name, params, paths, restart or redo, section, space, device)
+    finally:
+        distributed.teardown()
+
+
+@contextlib.contextmanager
+def _ranks_locked(paths: RunPaths, stage: str):
+    """The stage's lock, held by rank 0 (the one writer); under torchrun every rank stops together when rank 0
+    cannot take it."""
+    main, world = distributed.is_main(), distributed.world()
+    with contextlib.ExitStack() as stack:
+        problem = None
+        if main:
+            try:
+                stack.enter_context(locked(paths, stage))
+            except (EpsError, OSError) as err:
+                if world == 1:
+                    raise
+                problem = str(err)
+        if world > 1:
+            problem = next((p for p in distributed.all_gather_object(problem) if p), None)
+            if problem:
+                raise EpsError(problem)
+        yield
 
 
 WARMUP_OUTPUTS = ["supernet.pt", "metrics.json"]
@@ -199,15 +228,16 @@ def _up_to_date(paths: RunPaths, stage: str, params: dict, space_name: str, inpu
     return False
 
 
-def _warmup(space_name: str, params: dict, paths: RunPaths, restart: bool) -> dict:
-    section, space, device = _setup(space_name, params, "warmup")
+def _warmup(space_name: str, params: dict, paths: RunPaths, restart: bool, section, space, device) -> dict:
     with checkpoint.data_fingerprint(data_root(params)) as data:
         task = space.search_task(section, data_root(params), device, params["seed"] + SEED_OFFSET["warmup"],
                                  "warmup")
     identity = {"stage": "warmup", "seed": params["seed"], "space": section["space"], "warmup": section["warmup"],
-                "supernet": section["supernet"], "data": data}
+                "supernet": section["supernet"], "data": data, **_world_identity()}
     ckpt = CheckpointDir(paths.work("warmup"), identity, log=log)
     result = run_warmup(space, task, section["warmup"], params["seed"], ckpt, restart, section["search"]["on_nonfinite"])
+    if not distributed.is_main():
+        return {"iterations": result.iterations}
     with _outputs(paths, "warmup") as d:
         checkpoint.save(d / "supernet.pt", {"model": task.model.state_dict()})
         eio.write_json(d / "metrics.json", {"iterations": result.iterations,
@@ -220,31 +250,50 @@ def _warmup(space_name: str, params: dict, paths: RunPaths, restart: bool) -> di
 
 
 def search(space_name: str, params: dict, out: str | Path, restart: bool = False, redo: bool = False) -> dict:
-    paths = RunPaths(out, space_name)
-    with locked(paths, "search"):
-        warm_path = paths.stage("warmup") / "supernet.pt"
-        uses_warmup = (params[space_name]["warmup"]["iterations"] > 0 or warm_path.exists()
-                       or eio.half_swapped(paths.stage("warmup")))
-        if uses_warmup:
-            _require(warm_path, "warmup", space_name, paths)
-        inputs = {"warmup/supernet.pt": checkpoint.file_digest(warm_path) if uses_warmup else "initialisation"}
-        if _up_to_date(paths, "search", params, space_name, inputs, redo, SEARCH_OUTPUTS):
-            return {"up_to_date": True}
-        return _search(space_name, params, paths, restart or redo, uses_warmup)
+    """Under ``torchrun --nproc_per_node N [--nnodes M ...]`` the search is data parallel: every rank runs the same
+    controller (same paths, same population), trains on its slice of each whole batch with batch statistics and
+    gradients summed over the ranks (the single-process step up to float rounding), and scores its share of each
+    round's members on whole fitness batches; rank 0 reads and writes checkpoints, history and outputs."""
+    try:
+        section, space, device = _setup(space_name, params, "search")
+        device = distributed.setup(device)
+        paths = RunPaths(out, space_name)
+        with _ranks_locked(paths, "search"):
+            def decide():
+                warm_path = paths.stage("warmup") / "supernet.pt"
+                uses_warmup = (params[space_name]["warmup"]["iterations"] > 0 or warm_path.exists()
+                               or eio.half_swapped(paths.stage("warmup")))
+                if uses_warmup:
+                    _require(warm_path, "warmup", space_name, paths)
+                inputs = {"warmup/supernet.pt": checkpoint.file_digest(warm_path) if uses_warmup else "initialisation"}
+                return _up_to_date(paths, "search", params, space_name, inputs, redo, SEARCH_OUTPUTS), uses_warmup
+            done, uses_warmup = distributed.on_main(decide)
+            if done:
+                return {"up_to_date": True}
+            return _search(space_name, params, paths, restart or redo, uses_warmup, section, space, device)
+    finally:
+        distributed.teardown()
 
 
-def _search(space_name: str, params: dict, paths: RunPaths, restart: bool, uses_warmup: bool) -> dict:
-    section, space, device = _setup(space_name, params, "search")
+def _world_identity() -> dict:
+    """Part of a checkpoint's identity under torchrun: a run resumes with the number of ranks it started with."""
+    return {"world_size": distributed.world()} if distributed.world() > 1 else {}
+
+
+def _search(space_name: str, params: dict, paths: RunPaths, restart: bool, uses_warmup: bool, section, space,
+            device) -> dict:
     cfg = section["search"]
     seed = params["seed"]
     warm_path = paths.stage("warmup") / "supernet.pt"
     if uses_warmup:
-        try:
-            warm_state = {"model": checkpoint.load(_require(warm_path, "warmup", space_name, paths))["model"]}
-        except CheckpointError:
-            raise EpsError(f"{warm_path} is corrupt or not an eps supernet file; rerun the warm-up: "
-                           f"eps stage warmup --space {cli_name(space_name)} --out {paths.out}") from None
-        warm_digest = checkpoint.file_digest(warm_path)
+        def read_warm():
+            try:
+                return ({"model": checkpoint.load(_require(warm_path, "warmup", space_name, paths))["model"]},
+                        checkpoint.file_digest(warm_path))
+            except CheckpointError:
+                raise EpsError(f"{warm_path} is corrupt or not an eps supernet file; rerun the warm-up: "
+                               f"eps stage warmup --space {cli_name(space_name)} --out {paths.out}") from None
+        warm_state, warm_digest = distributed.on_main(read_warm)
         with checkpoint.data_fingerprint(data_root(params)) as data:
             task = space.search_task(section, data_root(params), device, seed + SEED_OFFSET["search"], "search")
     else:
@@ -259,15 +308,18 @@ def _search(space_name: str, params: dict, paths: RunPaths, restart: bool, uses_
         _check_warm_state(warm_state["model"], task.model.state_dict(), warm_path, space_name, paths)
     controller = Controller.from_settings(space, np.random.default_rng([params["seed"], 2]), cfg)
     identity = {"stage": "search", "seed": params["seed"], "space": section["space"], "supernet": section["supernet"],
-                "search": cfg, "warmup_supernet": warm_digest, "data": data}
+                "search": cfg, "warmup_supernet": warm_digest, "data": data, **_world_identity()}
     work = paths.work("search")
     ckpt = CheckpointDir(work, identity, log=log)
     bench = benchmark_of(space, data_root(params))
-    history = curves.LiveHistory(work / "history.jsonl", work / "dvclive", bench)
+    main = distributed.is_main()
+    history = curves.LiveHistory(work / "history.jsonl", work / "dvclive", bench) if main else eio.NullLog()
     try:
         result = run_search(space, task, controller, cfg, history, ckpt, warm_state=warm_state, restart=restart)
     finally:
         history.close()
+    if not main:
+        return {"iterations": result.iterations}
     final = controller.snapshot(result.iterations)
     snapshots = load_history(work / "history.jsonl")
     metrics = {"iterations": result.iterations, "rounds": result.rounds, "last_train_loss": result.last_train_loss,
@@ -312,15 +364,17 @@ def select(space_name: str, params: dict, out: str | Path, restart: bool = False
     paths = RunPaths(out, space_name)
     with locked(paths, "select"):
         history = _require(paths.stage("search") / "history.jsonl", "search", space_name, paths)
-        inputs = {"search/history.jsonl": checkpoint.file_digest(history)}
+        space = get_space(space_name, params[space_name])
+        with checkpoint.data_fingerprint(data_root(params)) as data:  # the ground truth shown beside the choice
+            bench = benchmark_of(space, data_root(params))
+        inputs = {"search/history.jsonl": checkpoint.file_digest(history), "data": data}
         if _up_to_date(paths, "select", params, space_name, inputs, redo, SELECT_OUTPUTS):
             return eio.read_json(paths.stage("select") / "selection.json")
-        return _select(space_name, params, paths, inputs)
+        return _select(space_name, params, paths, inputs, space, bench)
 
 
-def _select(space_name: str, params: dict, paths: RunPaths, inputs: dict) -> dict:
+def _select(space_name: str, params: dict, paths: RunPaths, inputs: dict, space, bench) -> dict:
     section = params[space_name]
-    space = get_space(space_name, section)
     snapshots = load_history(paths.stage("search") / "history.jsonl")
     cfg = section["select"]
     candidates, final = collect_candidates(snapshots, cfg["window"])
@@ -332,7 +386,6 @@ def _select(space_name: str, params: dict, paths: RunPaths, inputs: dict) -> dic
     max_params = space.num_params(space.largest())
     chosen = choose(candidates, lambda a: space.num_params(space.decode(a)), max_params,
                     cfg["alpha"], cfg["beta"], order=space.decode)
-    bench = benchmark_of(space, data_root(params))
     result = {"rule": cfg["rule"], "arch": chosen[cfg["rule"]].arch, "final_iteration": final,
               "window": cfg["window"], "candidates": len(candidates), "max_params": max_params}
     for rule, c in chosen.items():
@@ -375,27 +428,19 @@ def _retrain(space_name: str, params: dict, out: str | Path, restart: bool, arch
     device = distributed.setup(device)
     main, world = distributed.is_main(), distributed.world()
     paths = RunPaths(out, space_name)
-    with contextlib.ExitStack() as stack:
-        problem = None
-        if main:
-            try:
-                stack.enter_context(locked(paths, "retrain"))
-            except (EpsError, OSError) as err:
-                if world == 1:
-                    raise
-                problem = str(err)
-        if world > 1:  # every rank stops together when rank 0 cannot take the lock
-            problem = next((p for p in distributed.all_gather_object(problem) if p), None)
-            if problem:
-                raise EpsError(problem)
-        selected = arch is None
-        if selected:
-            arch = _require(paths.stage("select") / "arch.txt", "select", space_name, paths).read_text().strip()
-        # every rank decides alike: the record is read from the shared run folder
-        if _up_to_date(paths, "retrain", params, space_name, {"arch": arch}, redo, RETRAIN_OUTPUTS,
-                       upstream=selected):
-            return {k: v for k, v in eio.read_json(paths.stage("retrain") / "metrics.json").items()}
-        return _retrain_locked(space_name, params, paths, restart or redo, arch, section, space, device, main, world)
+    with _ranks_locked(paths, "retrain"):
+        def decide():
+            chosen = arch
+            if chosen is None:
+                chosen = _require(paths.stage("select") / "arch.txt", "select", space_name, paths).read_text().strip()
+            done = _up_to_date(paths, "retrain", params, space_name, {"arch": chosen}, redo, RETRAIN_OUTPUTS,
+                               upstream=arch is None)
+            return chosen, (eio.read_json(paths.stage("retrain") / "metrics.json") if done else None)
+        chosen, finished = distributed.on_main(decide)
+        if finished is not None:
+            return finished
+        return _retrain_locked(space_name, params, paths, restart or redo, chosen, section, space, device, main,
+                               world)
 
 
 def _retrain_locked(space_name, params, paths: RunPaths, restart, arch, section, space, device, main, world) -> dict:

@@ -15,12 +15,12 @@ from tests.conftest import DATA_ROOT, REPO, TINY_NB201
 BIN = Path(sys.executable).parent
 
 
-def sh(cmd, cwd, check=True):
+def sh(cmd, cwd, check=True, stdout_only=False):
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "EPS_DATA_DIR": str(DATA_ROOT), "EPS_PROGRESS": "0"}
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, shell=True)
     if check and proc.returncode:
         raise AssertionError(f"{cmd} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc.stdout + proc.stderr
+    return proc.stdout if stdout_only else proc.stdout + proc.stderr
 
 
 def ran(output: str) -> set[str]:
@@ -55,7 +55,7 @@ def test_dvc_repro_caches_and_reruns_only_what_changed(tiny_params, tmp_path):
     assert ran(second) == set(), second
 
     # the declared curves render: one plot per curve, a point per round (search) or epoch (retrain)
-    plots = json.loads(sh("dvc plots show --json 2>/dev/null", repo))
+    plots = json.loads(sh("dvc plots show --json", repo, stdout_only=True))
     data = plots["data"]
     for name, points in (("search/dvclive/plots/metrics/train/loss.tsv", 6),
                          ("search/dvclive/plots/metrics/population/tau.tsv", 6),
@@ -95,7 +95,7 @@ def test_dvc_repro_runs_a_space_kept_outside_eps(tmp_path):
     from `eps params --space`, no file of eps touched."""
     repo = make_repo(tmp_path, "examples")
     ref = "examples/chain_space.py:ChainSpace"
-    section = yaml.safe_load(sh(f"eps params --space {ref}", repo))
+    section = yaml.safe_load(sh(f"eps params --space {ref}", repo, stdout_only=True))
     section["chain"]["supernet"]["data_subset"] = 256
     section["chain"]["search"].update(iterations=30, val_interval=10, population=8, group=4, parents=2,
                                       batch_size=16, fitness_batch_size=32, checkpoint_every=1)

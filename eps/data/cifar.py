@@ -1,4 +1,4 @@
-"""CIFAR-10 as uint8 tensors, and the NAS-Bench-201 train/valid split of its training set.
+"""CIFAR-10 and CIFAR-100 as uint8 tensors, and the NAS-Bench-201 train/valid split of a training set.
 
 torchvision reads and md5-checks the original python batches; we keep the whole set as one uint8 tensor so batches
 are gathered and augmented on the training device (eps.data.augment), never image by image in PIL.
@@ -21,6 +21,13 @@ CIFAR10_STATS = {
     "darts": ((0.49139968, 0.48215827, 0.44653124), (0.24703233, 0.24348505, 0.26158768)),    # DARTS utils.py
 }
 CIFAR10_MEAN, CIFAR10_STD = CIFAR10_STATS["nb201"]
+# CIFAR-100 likewise: NAS-Bench-201 (xautodl's get_datasets) and the DARTS / Robust-DARTS scripts differ in the fourth
+# decimal.
+CIFAR100_STATS = {
+    "nb201": ((129.3 / 255, 124.1 / 255, 112.4 / 255), (68.2 / 255, 65.4 / 255, 70.4 / 255)),  # xautodl, NB201
+    "darts": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),                              # Robust-DARTS
+}
+CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 SPLIT_FILE = "nb201/cifar10-split.json"
 
 
@@ -50,18 +57,52 @@ def load_cifar10(root: str | Path, train: bool = True, download: bool = True) ->
     return images, labels
 
 
-def load_split(root: str | Path, n: int = 50000, log=None) -> tuple[np.ndarray, np.ndarray]:
-    """NAS-Bench-201's 25k/25k split of the training set; derived deterministically when the file is absent."""
-    path = Path(root) / SPLIT_FILE
+def load_cifar100(root: str | Path, train: bool = True, download: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images uint8 [N, 3, 32, 32], labels int64 [N] in 0..99, the fine labels) from ``root/cifar-100-python``.
+
+    As ``load_cifar10``: torchvision md5-checks ``train``, ``test`` and ``meta``; when they are missing or corrupt and
+    ``download`` is set, it fetches the official archive (md5-checked). Otherwise a one-line DataError says where the
+    files come from and where they must go.
+    """
+    from torchvision.datasets import CIFAR100
+
+    root = Path(root)
+    fix = (f"download {CIFAR100_URL} and unpack it under {root}, or set EPS_DATA_DIR or data_root to the folder "
+           f"that holds cifar-100-python")
+    try:
+        ds = CIFAR100(str(root), train=train, download=False)
+    except RuntimeError:
+        if not download:
+            raise DataError(f"CIFAR-100 not found or corrupt (md5 mismatch) under {root}/cifar-100-python; {fix}") \
+                from None
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            ds = CIFAR100(str(root), train=train, download=True)
+        except Exception as err:
+            raise DataError(f"CIFAR-100 not found or corrupt under {root}/cifar-100-python and the download failed "
+                            f"({type(err).__name__}); {fix}") from None
+    images = torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))
+    labels = torch.tensor(ds.targets, dtype=torch.int64)
+    return images, labels
+
+
+def load_split(root: str | Path, n: int = 50000, log=None, file: str = SPLIT_FILE,
+               official: str = "NAS-Bench-201's cifar10-split.json") -> tuple[np.ndarray, np.ndarray]:
+    """(train half, valid half) of a training set of ``n`` images: int64 index arrays, in the order of ``file``
+    under ``root`` (NAS-Bench-201's 25k/25k ``cifar10-split.json`` by default). Absent file: halves derived
+    deterministically (a permutation of the ``n`` images with seed 0, each half sorted), with a note through ``log``.
+    ``official`` names the file that belongs there, for messages. A present but malformed file is a one-line
+    DataError."""
+    path = Path(root) / file
     if not path.exists():
         (log or (lambda m: print(m, file=sys.stderr)))(
             f"note: {path} not found; using a split derived deterministically (permutation with seed 0), "
-            f"not NAS-Bench-201's own, so numbers are not comparable to the benchmark's cifar10-valid")
+            f"not {official}, so numbers are not comparable to runs on that split")
         perm = np.random.default_rng(0).permutation(n)
         return np.sort(perm[: n // 2]), np.sort(perm[n // 2:])
     what = (f"a NAS-Bench-201 split file (a JSON object {{\"train\": [...], \"valid\": [...]}} of distinct integer "
             f"indices in 0..{n - 1})")
-    fix = "replace it with NAS-Bench-201's cifar10-split.json, or delete it to use a derived split"
+    fix = f"replace it with {official}, or delete it to use a derived split"
     try:
         split = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as err:

@@ -1,7 +1,8 @@
 """Image datasets for retraining a DARTS-space genotype: CIFAR-10, CIFAR-100 and SVHN as uint8 tensors.
 
 CIFAR-100 and SVHN come through torchvision (md5-checked; downloaded when missing and the network allows). The
-statistics are the ones the DARTS / Robust-DARTS training scripts normalise with.
+statistics are the ones the DARTS / Robust-DARTS training scripts normalise with (NAS-Bench-201's are in
+eps.data.datasets).
 """
 from __future__ import annotations
 
@@ -10,12 +11,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eps.data.cifar import CIFAR10_STATS, load_cifar10
+from eps.data.cifar import CIFAR10_STATS, CIFAR100_STATS, load_cifar10, load_cifar100
 from eps.errors import DataError
 
 DARTS_CIFAR10_MEAN, DARTS_CIFAR10_STD = CIFAR10_STATS["darts"]
-CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
-CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+CIFAR100_MEAN, CIFAR100_STD = CIFAR100_STATS["darts"]
 SVHN_MEAN = (0.4377, 0.4438, 0.4728)
 SVHN_STD = (0.1980, 0.2010, 0.1970)
 
@@ -35,15 +35,6 @@ def _torchvision(name: str, make, root: Path, where: str):
     except Exception as err:
         raise DataError(f"{name} not found or corrupt under {where} and the download failed ({type(err).__name__}); "
                         f"put the files there or set EPS_DATA_DIR / data_root") from None
-
-
-def load_cifar100(root, train: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    from torchvision.datasets import CIFAR100
-    root = Path(root)
-    ds = _torchvision("CIFAR-100", lambda dl: CIFAR100(str(root), train=train, download=dl), root,
-                      f"{root}/cifar-100-python")
-    return (torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2))),
-            torch.tensor(ds.targets, dtype=torch.int64))
 
 
 def load_svhn(root, train: bool = True) -> tuple[torch.Tensor, torch.Tensor]:

@@ -120,12 +120,19 @@ def score_members(archs: list, draw, score, n_batches: int, shared: bool, device
 
     Unshared (the paper): each member draws its own ``n_batches`` with ``draw()``. Shared: one draw for the call, and
     each distinct arch is scored once. ``score(arch, batches)`` returns a device scalar; nothing here syncs the host.
+
+    Under torchrun the members are dealt to the ranks (``distributed.owns``): every rank draws every member's batches,
+    so the streams stay identical, but scores only its own, on whole batches; one all-reduce gathers the scores.
     """
+    from eps import distributed
     common = [draw() for _ in range(n_batches)] if shared else None
     cache: dict = {}
     losses = []
-    for arch in archs:
+    for i, arch in enumerate(archs):
         if common is None or arch not in cache:
-            cache[arch] = score(arch, common if common is not None else [draw() for _ in range(n_batches)])
+            batches = common if common is not None else [draw() for _ in range(n_batches)]
+            # a member another rank scores counts 0 here; the sum over ranks holds each score once
+            cache[arch] = score(arch, batches) if distributed.owns(i) else torch.zeros((), device=device)
         losses.append(cache[arch])
-    return torch.stack(losses) if losses else torch.empty(0, device=device)
+    out = torch.stack(losses).float() if losses else torch.empty(0, device=device)
+    return distributed.all_reduce_sum(out) if distributed.world() > 1 and losses else out

@@ -14,17 +14,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import Field
 
+from eps import distributed
 from eps.config import Number
 from eps.data.augment import Normalize, crop_flip
-from eps.data.cifar import CIFAR10_MEAN, CIFAR10_STD, load_cifar10, load_split
+from eps.data.cifar import load_split
+from eps.data.datasets import DATASETS
 from eps.data.stream import BatchStream
 from eps.errors import SpaceError
 from eps.model_file import plain_values
 from eps.retrain import RetrainSettings
 from eps.space import SupernetSettings
 from eps.train.common import amp_active, autocast, cosine_lr, decay_groups, make_generator, score_members, set_lr
-
-DATASETS = {"cifar10": (load_cifar10, CIFAR10_MEAN, CIFAR10_STD)}
 
 
 class ImageSupernetSettings(SupernetSettings):
@@ -88,28 +88,36 @@ class ImageSupernetTask:
         self.steps = 0
         self.label_smoothing = net["label_smoothing"]
         subset = net["data_subset"]
+        self.world = distributed.world()
+        distributed.global_batch_norm(self.model)
         self.fitness_batches = search["fitness_batches"]
         self.fitness_shared = search["fitness_shared"]
         self.optimizer = torch.optim.SGD(decay_groups(self.model, opt["weight_decay"]), lr=opt["lr"],
                                          momentum=opt["momentum"])
 
-        load, mean, std = DATASETS[dataset]
-        images, labels = load(data_root, train=True)
-        train_idx, valid_idx = load_split(data_root, n=len(labels))
+        data = DATASETS[dataset]
+        images, labels = data.load(data_root, train=True)
+        train_idx, valid_idx = load_split(data_root, n=len(labels), file=data.split_file, official=data.split_source)
         if subset:  # tiny configs for tests and demos: the first `subset` indices of each half
             train_idx, valid_idx = train_idx[:subset], valid_idx[:subset]
-        norm = Normalize(mean, std, device)
+        norm = Normalize(data.mean, data.std, device)
         to_dev = lambda idx: (images[torch.as_tensor(idx)].to(device), labels[torch.as_tensor(idx)].to(device))  # noqa: E731
+        pad = data.search_pad
         self.train = BatchStream(*to_dev(train_idx), opt["batch_size"], make_generator(device, seed + 1),
-                                 transform=lambda x, g: norm(crop_flip(x, g)))
+                                 transform=(lambda x, g: norm(x)) if pad is None else
+                                 (lambda x, g: norm(crop_flip(x, g, pad))))
         self.valid = BatchStream(*to_dev(valid_idx), search["fitness_batch_size"], make_generator(device, seed + 2),
                                  transform=lambda x, g: norm(x))
 
-    def _loss(self, arch, x, y) -> torch.Tensor:
+    def _loss(self, arch, x, y, total: int | None = None) -> torch.Tensor:
+        """Mean label-smoothed cross entropy over the batch; with ``total``, this rank's share of the mean over a
+        batch of ``total`` samples split across ranks (its sum / ``total``), so the ranks' shares add up to it."""
         x = x.contiguous(memory_format=self.memory_format)
         with autocast(self.device, self.amp):
             logits = self.model(x, arch)
-        return F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
+        if total is None:
+            return F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
+        return F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing, reduction="sum") / total
 
     def train_step(self, arch, lr: float, skip_nonfinite: bool = False) -> torch.Tensor:
         self.model.train()
@@ -118,15 +126,26 @@ class ImageSupernetTask:
             self.model.set_progress(self.steps)
         self.steps += 1
         x, y = self.train.next()
-        loss = self._loss(arch, x, y)
         # PyTorch 1.x's zero_grad, which the reference ran on, zero-filled gradients: set_to_none=False keeps that,
         # so SGD's momentum and weight decay reach every weight used before, as in the reference (spec §6 item 7).
         self.optimizer.zero_grad(set_to_none=self.path_only)
-        loss.backward()
+        if self.world > 1:
+            # Data parallel: every rank draws the same whole batch (identical streams) and trains on its slice, with
+            # batch statistics and gradients summed over the ranks: the step of one process on the whole batch.
+            total = len(y)
+            x, y = distributed.shard(x, y)
+            with distributed.synced_batch_norm():
+                loss = self._loss(arch, x, y, total)
+            loss.backward()
+        else:
+            loss = self._loss(arch, x, y)
+            loss.backward()
         if self.fill_path:
             for p in self.model.path_parameters(arch):
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
+        if self.world > 1:
+            loss = distributed.sum_gradients(self.model.parameters(), loss)[0]
         if skip_nonfinite and not torch.isfinite(loss):  # a host sync per step, paid only in skip mode
             self.optimizer.zero_grad(set_to_none=self.path_only)
             return loss.detach()
@@ -211,11 +230,12 @@ class ImageRetrainTask:
         self.model = model.to(device, memory_format=self.memory_format)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],
                                          nesterov=cfg["nesterov"], weight_decay=cfg["weight_decay"])
-        load, mean, std = DATASETS[dataset]
-        (train_x, train_y), (test_x, test_y) = load_train_test(load, data_root, cfg)
-        self.norm = Normalize(mean, std, device)
+        data = DATASETS[dataset]
+        (train_x, train_y), (test_x, test_y) = load_train_test(data.load, data_root, cfg)
+        self.norm = Normalize(data.mean, data.std, device)
         self.train = BatchStream(train_x.to(device), train_y.to(device), cfg["batch_size"],
-                                 make_generator(device, seed + 1), transform=lambda x, g: self.norm(crop_flip(x, g)))
+                                 make_generator(device, seed + 1),
+                                 transform=lambda x, g: self.norm(crop_flip(x, g, data.retrain_pad)))
         self.test_x, self.test_y = test_x.to(device), test_y.to(device)
         self.steps_per_epoch = self.train.batches_per_pass
         self.total_steps = cfg["epochs"] * self.steps_per_epoch

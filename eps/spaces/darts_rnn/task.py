@@ -16,9 +16,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import Field
 
+from eps import distributed
 from eps.config import Number
 from eps.data.ptb import batchify, get_batch, load_ptb
-from eps.errors import ConfigError
+from eps.errors import CheckpointError, ConfigError
 from eps.retrain import RetrainSettings
 from eps.search import SearchSettings, WarmupSettings
 from eps.space import SupernetSettings
@@ -254,11 +255,19 @@ class PTBRetrainTask:
     """
 
     precision = "fp32"
+    # Under torchrun: data parallel over the training columns (each rank trains ``batch_size / N`` of them with its
+    # own dropout masks; gradients are averaged before clipping, so every rank takes the same step); validation and
+    # test run whole on every rank, so the ASGD switch and the best model are decided alike everywhere.
+    supports_distributed = True
 
     def __init__(self, space, arch, section: dict, data_root, device: torch.device, seed: int):
         self.device = device
         self.cfg = cfg = section["retrain"]
         sp = section["space"]
+        self.rank, self.world = distributed.rank(), distributed.world()
+        if cfg["batch_size"] % self.world:
+            raise ConfigError(f"darts-rnn.retrain.batch_size {cfg['batch_size']} is the global number of columns and "
+                              f"must be divisible by the {self.world} processes of this run")
         corpus = load_ptb(data_root)
 
         def split(tokens, subset, columns, name):
@@ -270,6 +279,9 @@ class PTBRetrainTask:
             return data.to(device)
 
         self.train_data = split(corpus.train, cfg["train_subset"], cfg["batch_size"], "train_subset")
+        if self.world > 1:  # this rank's columns of the global batch
+            per = cfg["batch_size"] // self.world
+            self.train_data = self.train_data[:, self.rank * per:(self.rank + 1) * per].contiguous()
         self.valid_data = split(corpus.valid, cfg["valid_subset"], cfg["eval_batch_size"], "valid_subset")
         self.test_data = split(corpus.test, cfg["test_subset"], cfg["test_batch_size"], "test_subset")
         self.network = space.network_options(num_classes=len(corpus))
@@ -278,7 +290,8 @@ class PTBRetrainTask:
         self.optimizer = self._sgd()
         self.asgd = False
         self.len_rng = np.random.default_rng([seed, 41])
-        self.mask_gen = make_generator(device, seed + 42)
+        # one process: the reference's seed; several: a stream of masks per rank, as each trains its own columns
+        self.mask_gen = make_generator(device, seed + 42 if self.world == 1 else seed * 1000 + 42 + self.rank)
         self.val_history: list[float] = []      # validation losses under SGD (the switch rule's input)
         self.best_loss = math.inf
         self.best_epoch = 0
@@ -317,6 +330,11 @@ class PTBRetrainTask:
             raw, loss = _lm_loss(out, y, self.tar_beta, self.ar_alpha)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if self.world > 1:  # equal columns per rank: the mean of the ranks' gradients is the global batch's
+                distributed.sum_gradients(self.model.parameters())
+                for p in self.model.parameters():
+                    if p.grad is not None:
+                        p.grad.div_(self.world)
             nn.utils.clip_grad_norm_(self.model.parameters(), cfg["clip"])
             set_lr(self.optimizer, cfg["lr"] * seq_len / cfg["bptt"])
             self.optimizer.step()
@@ -329,6 +347,9 @@ class PTBRetrainTask:
                 bar.advance(1)
         if steps < self.steps_per_epoch:
             bar.advance(self.steps_per_epoch - steps)
+        if self.world > 1:
+            nll_sum, tokens = distributed.all_reduce_sum(torch.stack([nll_sum.double(), nll_sum.new_tensor(
+                tokens, dtype=torch.float64)])).tolist()
         train_loss = float(nll_sum) / tokens
         return {"train_loss": train_loss, "train_ppl": _ppl(train_loss), "steps": steps, "asgd": int(self.asgd)}
 
@@ -382,8 +403,12 @@ class PTBRetrainTask:
                 "test_model_epoch": self.test_model_epoch}
 
     def state_dict(self) -> dict:
+        """Called on every rank under torchrun (it gathers each rank's dropout generator); rank 0 writes it."""
+        masks = _gen_state(self.mask_gen)
+        if self.world > 1:
+            masks = distributed.all_gather_object(masks)
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "asgd": self.asgd,
-                "len_rng": self.len_rng.bit_generator.state, "mask_gen": _gen_state(self.mask_gen),
+                "len_rng": self.len_rng.bit_generator.state, "mask_gen": masks,
                 "val_history": list(self.val_history), "best_loss": self.best_loss, "best_epoch": self.best_epoch,
                 "best_state": None if self.best_state is None else [t.cpu() for t in self.best_state],
                 "test_loss": self.test_loss, "test_model_epoch": self.test_model_epoch, "epoch": self.epoch}
@@ -394,7 +419,11 @@ class PTBRetrainTask:
         self.optimizer = self._asgd() if self.asgd else self._sgd()
         self.optimizer.load_state_dict(state["optimizer"])
         self.len_rng.bit_generator.state = state["len_rng"]
-        self.mask_gen.set_state(state["mask_gen"])
+        masks = state["mask_gen"]
+        if isinstance(masks, list) != (self.world > 1) or (self.world > 1 and len(masks) != self.world):
+            raise CheckpointError(f"the checkpoint was made with another number of processes than {self.world}; "
+                                  f"rerun with --restart")
+        self.mask_gen.set_state(masks[self.rank] if self.world > 1 else masks)
         self.val_history = list(state["val_history"])
         self.best_loss, self.best_epoch = state["best_loss"], state["best_epoch"]
         self.best_state = None if state["best_state"] is None else [t.to(self.device) for t in state["best_state"]]

@@ -10,10 +10,16 @@ CSV layout (``nb201/ground_truth.csv`` under the data root): a header row, then 
 An empty cell in an optional column reads as NaN (a benchmark may lack a dataset for some cells). Indexes are in
 0..15624, accuracies in percent (0..100), and the last row ends with a line break (a file that stops mid-line is
 taken as truncated). A file that is present but breaks any of this is a DataError, never "no ground truth".
+
+A search on one dataset is judged by that dataset's columns only (``GroundTruth.for_dataset``, ``DATASET_COLUMNS``):
+its validation column where the table has one (the benchmark's x-valid), then its test columns, ranked by the first
+test column present. The importer's ``cifar100_test`` / ``imagenet16_test`` (NAS-Bench-201 v1.0) come before the
+NATS-Bench re-runs ``nats_*_test`` of the same cells.
 """
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import math
@@ -28,7 +34,7 @@ import numpy as np
 from eps.io import atomic_open
 from eps.errors import ConfigError, DataError
 
-__all__ = ["GROUND_TRUTH_FILE", "REQUIRED_COLUMNS", "GroundTruth", "import_benchmark"]
+__all__ = ["DATASET_COLUMNS", "GROUND_TRUTH_FILE", "REQUIRED_COLUMNS", "GroundTruth", "import_benchmark"]
 
 GROUND_TRUTH_FILE = "nb201/ground_truth.csv"
 REQUIRED_COLUMNS = ("index", "arch", "cifar10_valid", "cifar10_test")
@@ -41,6 +47,14 @@ _OP = "(?:" + "|".join(_OPS) + ")"
 _ARCH_RE = re.compile(rf"^\|{_OP}~0\|\+\|{_OP}~0\|{_OP}~1\|\+\|{_OP}~0\|{_OP}~1\|{_OP}~2\|$")
 
 _IMPORT_HINT = "run `eps nb201 import FILE` with the official NAS-Bench-201 .pth, or set EPS_DATA_DIR"
+# nb201.space.dataset -> (validation columns, test columns) in order of preference; the first test column present
+# ranks the cells. cifar10_test is the benchmark's "cifar10" (train+valid, official test set), the number the EPS
+# paper reports.
+DATASET_COLUMNS = {
+    "cifar10": (("cifar10_valid",), ("cifar10_test", "nats_cifar10_test")),
+    "cifar100": (("cifar100_valid",), ("cifar100_test", "nats_cifar100_test")),
+    "imagenet16-120": (("imagenet16_valid",), ("imagenet16_test", "nats_imagenet16_test")),
+}
 NUM_INDEXES = 15625  # the benchmark's architecture indexes run 0..15624
 
 
@@ -53,6 +67,7 @@ class GroundTruth:
         self.index = np.asarray(index, dtype=np.int64)
         self.archs: list[str] = list(archs)
         self._columns = {name: np.asarray(col, dtype=np.float64) for name, col in columns.items()}
+        self._shown = list(self._columns)  # what ``columns`` lists (reports); every column can still be queried
         self.source = source
         self.arch_to_row: dict[str, int] = {}
         for row, arch in enumerate(self.archs):
@@ -180,12 +195,28 @@ class GroundTruth:
             raise DataError(f"{source}: the ground-truth CSV has a header but no rows; {_IMPORT_HINT}")
         return cls(np.array(index, dtype=np.int64), archs, {k: np.array(v) for k, v in values.items()}, source)
 
+    def for_dataset(self, dataset: str) -> "GroundTruth":
+        """The same table seen from a search on ``dataset`` (a key of ``DATASET_COLUMNS``): ``columns`` lists that
+        dataset's columns present in the file (validation first, then test) and ``primary`` is its first test column
+        present; other columns stay queryable by name. DataError if the file has no test column for the dataset."""
+        valid, test = DATASET_COLUMNS[dataset]
+        present = [c for c in test if c in self._columns]
+        if not present:
+            raise DataError(f"{self.source or 'ground truth'} has no {dataset} test column ({' or '.join(test)}; it "
+                            f"has {', '.join(self._columns)}), so a {dataset} search cannot be judged; re-create it "
+                            f"from the full benchmark with `eps nb201 import FILE`, or set EPS_DATA_DIR")
+        view = copy.copy(self)
+        view.primary = present[0]
+        view._shown = [c for c in (*valid, *test) if c in self._columns]
+        return view
+
     # ------------------------------------------------------------------ queries
 
     @property
     def columns(self) -> list[str]:
-        """Names of the accuracy columns, in file order."""
-        return list(self._columns)
+        """Names of the accuracy columns shown in reports, in file order (after ``for_dataset``: that dataset's, in
+        its order)."""
+        return list(self._shown)
 
     def __len__(self) -> int:
         return len(self.archs)
@@ -213,11 +244,14 @@ class GroundTruth:
                             f"{', ' + self.source if self.source else ''}); check the arch string, or import the "
                             f"full benchmark with `eps nb201 import FILE`") from None
 
-    def accuracy(self, arch: str, column: str = "cifar10_test") -> float:
-        return float(self._column(column)[self._row(arch)])
+    def accuracy(self, arch: str, column: str | None = None) -> float:
+        """``arch``'s value in ``column`` (default: ``primary``), percent; NaN where the table has none."""
+        return float(self._column(column or self.primary)[self._row(arch)])
 
-    def rank(self, arch: str, column: str = "cifar10_test") -> int:
-        """1-based rank among all cells, 1 = best; ties share the best rank (1 + number of strictly better cells)."""
+    def rank(self, arch: str, column: str | None = None) -> int:
+        """1-based rank among all cells by ``column`` (default: ``primary``), 1 = best; ties share the best rank
+        (1 + number of strictly better cells)."""
+        column = column or self.primary
         value = self.accuracy(arch, column)
         if math.isnan(value):
             raise DataError(f"architecture {arch} has no {column} value in the ground truth, so it has no rank; "
@@ -226,9 +260,10 @@ class GroundTruth:
         better = ordered.size - int(np.searchsorted(ordered, value, side="right"))
         return 1 + better
 
-    def best(self, column: str = "cifar10_test") -> float:
-        """The highest value of ``column`` over all cells (percent), cells without a value left out (an
-        ``eps.space.HasOptimum``); DataError for an unknown column or one without any value."""
+    def best(self, column: str | None = None) -> float:
+        """The highest value of ``column`` (default: ``primary``) over all cells (percent), cells without a value
+        left out (an ``eps.space.HasOptimum``); DataError for an unknown column or one without any value."""
+        column = column or self.primary
         self._column(column)
         ordered = self._sorted[column]
         if ordered.size == 0:

@@ -12,6 +12,7 @@ import numpy as np
 from pydantic import Field
 
 from eps.config import Number, section
+from eps.data.datasets import DATASETS
 from eps.errors import ArchError
 from eps.space import SpaceParams, SpaceSettings
 from eps.spaces.nb201.model import EDGES, OPS, NB201Network, NB201Supernet
@@ -22,7 +23,9 @@ NUM_CELLS = len(OPS) ** len(EDGES)
 
 
 class NB201SpaceSettings(SpaceSettings):
-    dataset: Literal["cifar10"] = "cifar10"
+    # the data the supernet searches on and the standalone network is retrained on (eps.data.datasets: split,
+    # statistics, classes); reports rank cells by the benchmark's column for the same dataset
+    dataset: Literal["cifar10", "cifar100", "imagenet16-120"] = "cifar10"
     channels: int = Field(16, ge=1)           # C of the first stage (NB201: 16)
     cells_per_stage: int = Field(5, ge=1)     # N (NB201: 5)
     p_opwise: Number = Field(0.5, ge=0, le=1)  # mutation: each edge redrawn with this probability (EPS code)
@@ -41,7 +44,8 @@ class NB201SupernetSettings(ImageSupernetSettings):
 
 
 class NB201Params(SpaceParams):
-    """NAS-Bench-201 on CIFAR-10: the search loop, selection and retrain values are the generic paper defaults."""
+    """NAS-Bench-201 on CIFAR-10 (or CIFAR-100, ImageNet16-120): the search loop, selection and retrain values are
+    the generic paper defaults."""
     space: NB201SpaceSettings = section(NB201SpaceSettings)
     supernet: NB201SupernetSettings = section(NB201SupernetSettings)
     retrain: ImageRetrainSettings = section(ImageRetrainSettings)
@@ -120,10 +124,14 @@ class NB201Space:
     @classmethod
     def from_params(cls, section: dict) -> "NB201Space":
         s = section["space"]
-        return cls(s["channels"], s["cells_per_stage"], s["p_opwise"])
+        return cls(s["channels"], s["cells_per_stage"], s["p_opwise"], dataset=s["dataset"])
 
-    def __init__(self, channels: int = 16, cells_per_stage: int = 5, p_opwise: float = 0.5, num_classes: int = 10):
-        self.channels, self.cells_per_stage, self.num_classes = channels, cells_per_stage, num_classes
+    def __init__(self, channels: int = 16, cells_per_stage: int = 5, p_opwise: float = 0.5,
+                 num_classes: int | None = None, dataset: str = "cifar10"):
+        """``dataset``: a key of ``eps.data.datasets.DATASETS``; ``num_classes`` defaults to its class count."""
+        self.dataset = dataset
+        self.channels, self.cells_per_stage = channels, cells_per_stage
+        self.num_classes = num_classes or DATASETS[dataset].classes
         self.p_opwise = p_opwise
         self._params_cache: dict = {}
 
@@ -164,7 +172,8 @@ class NB201Space:
     def build_network(self, arch, num_classes: int | None = None, channels: int | None = None,
                       cells_per_stage: int | None = None) -> NB201Network:
         """The benchmark's standalone network: ``channels`` = C of the first stage, ``cells_per_stage`` = N; a
-        keyword left out takes the space's setting. Input (B, 3, 32, 32) normalised images, output (B, classes)."""
+        keyword left out takes the space's setting. Input (B, 3, S, S) normalised images (S = 32 for CIFAR, 16 for
+        ImageNet16-120: the head pools globally), output (B, classes) logits."""
         return NB201Network(arch, channels or self.channels, cells_per_stage or self.cells_per_stage,
                             num_classes or self.num_classes)
 
@@ -187,10 +196,13 @@ class NB201Space:
         return ImageSupernetTask(model, section, stage, data_root, device, seed, dataset=section["space"]["dataset"])
 
     def benchmark(self, data_root):
-        """NAS-Bench-201 ground truth when the CSV is under the data root, None when it is absent; a CSV that is
-        present but unreadable, truncated or malformed raises DataError rather than silently dropping the benchmark."""
+        """NAS-Bench-201 ground truth for the space's dataset when the CSV is under the data root (its columns for
+        that dataset, ranked by its test column), None when it is absent; a CSV that is present but unreadable,
+        truncated, malformed or without a column for the dataset raises DataError rather than silently dropping the
+        benchmark."""
         from eps.spaces.nb201.groundtruth import GroundTruth
-        return GroundTruth.load_if_present(data_root)
+        bench = GroundTruth.load_if_present(data_root)
+        return None if bench is None else bench.for_dataset(self.dataset)
 
     def retrain_task(self, arch, section: dict, data_root, device, seed: int):
         from eps.train.image import ImageRetrainTask
