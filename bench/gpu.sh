@@ -17,3 +17,6 @@ timeout 120 $PY -m bench.round --space darts-cnn --device cuda --rounds 1 --amp 
 echo "## DARTS RNN: EPS round (partial: 10 steps + 8 fitness members, projected) and retrain tokens/s"
 timeout 90 $PY -m bench.round --space darts-rnn --device cuda --rounds 1 --steps 10 --members 8 | tail -1
 timeout 60 $PY -m bench.retrain --space darts-rnn --device cuda --steps 20
+echo "## Data-parallel search: rounds/s with 1 and 2 processes (2 processes share the one GPU over gloo when only one"
+echo "## is present: a correctness and overhead check, not a speed-up; with 2+ GPUs, NCCL and one GPU per process)"
+timeout 240 $PY -m bench.scaling --space nb201 --device cuda --procs 1,2 --threads 4 --rounds 3 | tail -3

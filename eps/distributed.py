@@ -48,13 +48,18 @@ def setup(device: torch.device) -> torch.device:
     if not launched():
         return device
     local = int(os.environ.get("LOCAL_RANK", "0"))
+    shared_gpu = False
     if device.type == "cuda":
-        device = torch.device("cuda", local)
+        # more ranks than GPUs on this node (a check of several processes on one GPU): ranks share GPUs round-robin
+        # and talk over gloo, as NCCL refuses two ranks on one device
+        gpus = torch.cuda.device_count()
+        shared_gpu = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) > gpus
+        device = torch.device("cuda", local % gpus)
         torch.cuda.set_device(device)
     if not active():
-        backend = "nccl" if device.type == "cuda" else "gloo"
+        backend = "nccl" if device.type == "cuda" and not shared_gpu else "gloo"
         dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30),
-                                **({"device_id": device} if device.type == "cuda" else {}))
+                                **({"device_id": device} if backend == "nccl" else {}))
         _OWNED = True
     if not is_main():
         os.environ["EPS_PROGRESS"] = "0"
@@ -209,8 +214,9 @@ class _AllReduceSum(torch.autograd.Function):
 
 class GlobalBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
     """BatchNorm whose training-mode statistics span every rank's slice of the batch while ``synced_batch_norm`` is
-    active: the sums and then the squared deviations are all-reduced (differentiably), running statistics get the
-    global mean and unbiased variance, exactly as one process with the whole batch would (up to float rounding).
+    active: each rank's count, mean and squared deviations are all-reduced (one differentiable all-reduce per layer
+    and pass) and merged; running statistics get the global mean and unbiased variance, as one process with the
+    whole batch would compute them (up to float rounding).
     Same parameters and buffers as ``nn.BatchNorm2d``, so state dicts are unchanged. Plain BatchNorm otherwise."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -220,14 +226,21 @@ class GlobalBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
         dims = [0, *range(2, x.dim())]
         shape = [1, c] + [1] * (x.dim() - 2)
         xf = x.float()
-        # two passes, as one process computes them: the global mean, then the global sum of squared deviations
-        # (a single pass of sums of squares loses digits to cancellation when the mean is large)
-        count = torch.full((1,), float(xf.numel() // c), device=x.device)
-        first = _AllReduceSum.apply(torch.cat([xf.sum(dims), count]))
-        total = first[-1].clamp(min=1.0)
-        mean = first[:c] / total
+        # Each rank's count, mean and sum of squared deviations, merged exactly (Chan et al.): one all-reduce, and
+        # no cancellation between large sums of squares. The table has one row per rank, zero but for this rank's.
+        n = torch.full((1,), float(xf.numel() // c), device=x.device)
+        local_mean = xf.sum(dims) / n.clamp(min=1.0)
+        local_m2 = ((xf - local_mean.view(shape)) ** 2).sum(dims)
+        r, w = rank(), world()
+        row = torch.cat([n, n * local_mean, local_m2])[None]
+        table = _AllReduceSum.apply(torch.cat([row.new_zeros(r, row.shape[1]), row, row.new_zeros(w - r - 1,
+                                                                                                    row.shape[1])]))
+        counts = table[:, :1]
+        total = counts.sum().clamp(min=1.0)
+        mean = table[:, 1:c + 1].sum(0) / total
+        rank_means = table[:, 1:c + 1] / counts.clamp(min=1.0)
+        var = (table[:, c + 1:].sum(0) + (counts * (rank_means - mean) ** 2).sum(0)) / total
         centred = xf - mean.view(shape)
-        var = _AllReduceSum.apply((centred * centred).sum(dims)) / total
         if self.track_running_stats and self.running_mean is not None:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)

@@ -55,21 +55,28 @@ def _setting(v) -> str:
 
 
 def settings_table(space: str, params: dict) -> Table:
-    """The settings that shape the run, one ``section.key value`` row each (reads seed, warmup, search, select,
-    retrain of ``params``, as the report's dvc.yaml params declare)."""
+    """The settings that shape the run, one ``section.key value`` row each: the data and the variants used (space,
+    supernet, search.proposer), then search, warmup, select, retrain and seed, keys the report's dvc.yaml params
+    declare."""
     sec = params[space]
     t = Table(title=f"{space}: settings")
     t.add_column("setting", no_wrap=True)
     t.add_column("value", no_wrap=True)
+    search = sec["search"]
+    predictor = search.get("proposer") == "predictor"
     groups = [
-        ("search", ("strategy", "iterations", "population", "group", "parents", "children_per_parent",
-                    "val_interval", "batch_size", "lr")),
+        # the variants of the method (spec §1.8) and the data: which ones this run used
+        ("space", ("dataset", "variant")),
+        ("supernet", ("progressive", "new_cell_init") if sec.get("supernet", {}).get("progressive") else ()),
+        ("search", ("strategy", "proposer", *(("predictor_inputs", "predictor_reference_shapes") if predictor else ()),
+                    "iterations", "population", "group", "parents", "children_per_parent", "val_interval",
+                    "batch_size", "lr")),
         ("warmup", ("iterations",)),
         ("select", ("rule", "window", "alpha", "beta")),
         ("retrain", ("epochs", "batch_size", "lr")),
     ]
     for name, keys in groups:
-        section = sec[name]
+        section = sec.get(name) or {}
         rows = [(f"{name}.{k}", _setting(section[k])) for k in keys if k in section]
         for i, (key, value) in enumerate(rows):
             t.add_row(key, value, end_section=i == len(rows) - 1)
@@ -119,7 +126,8 @@ def search_table(metrics: dict, timing: dict | None, run: dict | None = None) ->
 
 
 SHORT_NAMES = {"cifar10_valid": "C10 valid", "cifar10_test": "C10 test", "nats_cifar10_test": "C10 test (NATS)",
-               "cifar100_test": "C100 test", "nats_cifar100_test": "C100 test", "imagenet16_test": "IN16-120 test",
+               "cifar100_valid": "C100 valid", "cifar100_test": "C100 test", "nats_cifar100_test": "C100 test",
+               "imagenet16_valid": "IN16-120 valid", "imagenet16_test": "IN16-120 test",
                "nats_imagenet16_test": "IN16-120 test"}
 RULES = ("size_prior", "prior_free")
 

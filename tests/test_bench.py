@@ -33,3 +33,13 @@ def test_retrain_bench_images_and_tokens_per_second():
     assert all(r["images_per_s"] > 0 for r in rows)
     (lm,) = run_bench("bench.retrain", "--space", "darts-rnn", "--steps", "1", "--batch", "2")
     assert lm["tokens_per_s"] > 0 and lm["bptt"] == 35
+
+
+def test_scaling_bench_one_and_two_processes():
+    (row,) = run_bench("bench.scaling", "--rounds", "1", "--procs", "1,2", "--set", "supernet.data_subset=300",
+                       "--set", "search.batch_size=16", "--set", "search.population=8", "--set", "search.group=4",
+                       "--set", "search.fitness_batch_size=20", "--set", "space.channels=4",
+                       "--set", "space.cells_per_stage=1")
+    assert [r["procs"] for r in row["rows"]] == [1, 2]
+    assert all(r["seconds_per_round"] > 0 and r["threads_per_proc"] == 1 for r in row["rows"])
+    assert row["rows"][0]["speedup"] == 1.0
