@@ -85,6 +85,22 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         f.write(text)
 
 
+def update_bytes(path: str | os.PathLike, data: bytes) -> bool:
+    """``write_bytes`` unless the file already holds exactly ``data`` (its time stamps then stay); True if written."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(len(data) + 1) == data:
+                return False
+    except OSError:
+        pass
+    write_bytes(path, data)
+    return True
+
+
+def update_text(path: str | os.PathLike, text: str) -> bool:
+    return update_bytes(path, text.encode())
+
+
 def finite_or_none(obj: Any) -> Any:
     """``obj`` with every NaN or infinite float (at any depth of dicts, lists and tuples) replaced by None."""
     if isinstance(obj, float):

@@ -24,7 +24,7 @@ def save(fig, path: str | Path) -> None:
     fig.tight_layout()
     fig.savefig(buf, format="png")
     plt.close(fig)
-    eio.write_bytes(Path(path), buf.getvalue())
+    eio.update_bytes(Path(path), buf.getvalue())  # an identical figure keeps its file
 
 
 def integer_ticks(ax) -> None:

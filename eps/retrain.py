@@ -41,7 +41,10 @@ def run_retrain(task, epochs: int, checkpoint_every: int, ckpt: CheckpointDir, r
     if on_start is not None:
         on_start(list(history))
     start = time.monotonic()
-    epoch_seconds = []  # kept out of `history`, so metrics stay bit-identical across interrupted runs
+    # kept out of `history`, so metrics stay bit-identical across interrupted runs; carried in the checkpoint, so a
+    # resumed run reports the time of every epoch and the total
+    epoch_seconds = list(state.get("epoch_seconds", [])) if state is not None else []
+    before = float(state.get("elapsed", 0.0)) if state is not None else 0.0
     with progress_bar("retrain", epochs * task.steps_per_epoch, epoch * task.steps_per_epoch) as bar:
         while epoch < epochs:
             t0 = time.monotonic()
@@ -57,7 +60,7 @@ def run_retrain(task, epochs: int, checkpoint_every: int, ckpt: CheckpointDir, r
             if epoch % checkpoint_every == 0 or epoch == epochs:
                 # Every rank builds the state (a distributed task gathers per-rank parts); only rank 0 writes.
                 state = {"task": task.state_dict(), "global_rng": rng_state(task.device), "history": history,
-                         "epoch": epoch}
+                         "epoch": epoch, "epoch_seconds": epoch_seconds, "elapsed": before + time.monotonic() - start}
                 if distributed.is_main():
                     ckpt.save(state)
-    return {"history": history, "seconds": time.monotonic() - start, "epoch_seconds": epoch_seconds}
+    return {"history": history, "seconds": before + time.monotonic() - start, "epoch_seconds": epoch_seconds}

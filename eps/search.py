@@ -127,6 +127,8 @@ def run_warmup(space: SearchSpace, task: SupernetTask, cfg: dict, seed: int, ckp
         _restore(ckpt, apply)
         t = state["iteration"]
         ckpt.log(f"warmup: resumed from iteration {t} ({ckpt.dir})")
+    # The wall time of the sessions before a resume travels in the checkpoint, so the total is reported.
+    before = float(state.get("elapsed", 0.0)) if state is not None else 0.0
     start, resumed_from = time.monotonic(), t
     # Kept in the checkpoint so a run resumed from any checkpoint reports what an uninterrupted run reports.
     skipped = state.get("nonfinite_skipped", 0) if state is not None else 0
@@ -144,9 +146,9 @@ def run_warmup(space: SearchSpace, task: SupernetTask, cfg: dict, seed: int, ckp
             if distributed.is_main():
                 ckpt.save({"task": task.state_dict(), "rng": rng.bit_generator.state,
                            "global_rng": rng_state(task.device), "iteration": t, "nonfinite_skipped": skipped,
-                           "last_train_loss": float(last)})
+                           "last_train_loss": float(last), "elapsed": before + time.monotonic() - start})
             bar.advance(n, f"loss {float(last):.3f}")
-    return LoopResult(t, time.monotonic() - start, resumed_from, float(last), skipped)
+    return LoopResult(t, before + time.monotonic() - start, resumed_from, float(last), skipped)
 
 
 def run_search(space: SearchSpace, task: SupernetTask, controller: Controller, cfg: dict, history: AppendLog, ckpt: CheckpointDir,
@@ -193,6 +195,7 @@ def run_search(space: SearchSpace, task: SupernetTask, controller: Controller, c
         if warm_state is not None:
             task.load_state_dict(warm_state, weights_only=True)
     first = cfg["first_round_steps"] or interval
+    before = float(state.get("elapsed", 0.0)) if state is not None else 0.0
     start, resumed_from = time.monotonic(), t
     rounds_done = 0 if t == 0 else 1 + (t - first) // interval
     # Kept in the checkpoint so that a run resumed from its final checkpoint reports the same last loss.
@@ -205,7 +208,7 @@ def run_search(space: SearchSpace, task: SupernetTask, controller: Controller, c
         payload = {"task": task.state_dict(), "controller": controller.state_dict(),
                    "global_rng": rng_state(task.device), "history_bytes": n_bytes, "history_sha": history.digest(),
                    "iteration": t, "nonfinite_skipped": skipped, "last_train_loss": last,
-                   "snapshot_at_round_end": True}
+                   "snapshot_at_round_end": True, "elapsed": before + time.monotonic() - start}
         if hook_state:
             payload["on_round"] = on_round.state_dict()
         ckpt.save(payload)
@@ -251,4 +254,4 @@ def run_search(space: SearchSpace, task: SupernetTask, controller: Controller, c
     if total == 0:  # no round: the history still shows the population the search started from
         history.append(controller.snapshot(0))
     history.commit()
-    return LoopResult(t, time.monotonic() - start, resumed_from, last, skipped, rounds_done)
+    return LoopResult(t, before + time.monotonic() - start, resumed_from, last, skipped, rounds_done)

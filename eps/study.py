@@ -475,12 +475,12 @@ def table(result: dict):
     budget = (f"{its[0]} iterations each" if len(its) == 1
               else ", ".join(f"{n} {a['iterations']}" for n, a in arms.items()) + " iterations")
     images = sorted({a["images_per_cell"] for a in arms.values()})
-    per_cell = (f"{images[0]} images per cell" if len(images) == 1
-                else ", ".join(f"{n} {a['images_per_cell']}" for n, a in arms.items()) + " images per cell")
+    per_cell = (f"of {images[0] // st['fitness_batches']} images ({images[0]} images per cell)" if len(images) == 1
+                else "(" + ", ".join(f"{n} {a['images_per_cell']}" for n, a in arms.items()) + " images per cell)")
     t = Table(title=f"{result['space']}: {' vs '.join(arms)} supernet, ranking against ground truth "
                     f"{result['column']} ({budget}, seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))})")
     t.caption = (f"arms: {describe_arms(result)}. score = mean label-smoothed validation loss over "
-                 f"{st['fitness_batches']} shared batches ({per_cell}); tau / rho between -score and accuracy; "
+                 f"{st['fitness_batches']} shared batches {per_cell}; tau / rho between -score and accuracy; "
                  f"P@k = share of the k best-scored among the k most accurate of the set; best = the best-scored "
                  f"cell's accuracy and rank among all cells"
                  + ("; mean ± std over seeds" if len(seeds) > 1 else ""))

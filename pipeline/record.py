@@ -105,13 +105,16 @@ def read(folder: Path) -> tuple[dict, dict] | None:
                         f"{cli_name(folder.parent.name)} --out {folder.parent.parent} --redo` to rewrite it")
 
     try:
-        recorded = yaml.safe_load(p_file.read_text(encoding="utf-8"))
+        text = p_file.read_text(encoding="utf-8")
+        recorded = yaml.safe_load(text)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         raise damaged(p_file, f"not valid YAML: {' '.join(str(err).split())[:120]}") from None
     try:
         run = eio.read_json(r_file) if r_file.exists() else {}
     except (OSError, UnicodeDecodeError, ValueError) as err:
         raise damaged(r_file, f"not valid JSON, truncated or corrupt: {err}") from None
+    if isinstance(run, dict) and run.get("params_digest") not in (None, _text_digest(text)):
+        raise damaged(p_file, "not the params the stage recorded: edited, truncated or corrupt")
     if not isinstance(recorded, dict):
         raise damaged(p_file, "expected a mapping of params")
     if not isinstance(run, dict):
@@ -120,17 +123,54 @@ def read(folder: Path) -> tuple[dict, dict] | None:
 
 
 def write(folder: Path, params: dict, space: str, stage: str, inputs: dict, **extra) -> None:
-    """Write the record of ``stage`` into its staging ``folder``."""
+    """Write the record of ``stage`` into its staging ``folder``, after every other output: ``run.json`` lists each
+    output file with its digest, so a later run can tell the outputs are still the ones the stage wrote."""
     buf = io.StringIO()
     buf.write(f"# The params eps stage {stage} ran with (loadable: eps ... --params {PARAMS_FILE}).\n")
     yaml.safe_dump(run_params(params, space), buf, sort_keys=False, default_flow_style=False, width=120)
     eio.write_text(folder / PARAMS_FILE, buf.getvalue())
     eio.write_json(folder / RUN_FILE, {"stage": stage, "space": space, "eps_version": __version__,
-                                       "inputs": inputs, **extra})
+                                       "params_digest": _text_digest(buf.getvalue()), "inputs": inputs,
+                                       "outputs": _digests(folder), **extra})
+
+
+def _text_digest(text: str) -> str:
+    import hashlib
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _digests(folder: Path) -> dict:
+    from eps.checkpoint import file_digest
+    return {p.relative_to(folder).as_posix(): file_digest(p) for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name not in (PARAMS_FILE, RUN_FILE)}
+
+
+def damaged_output(folder: Path, run: dict) -> str | None:
+    """The first output of a finished stage that is missing or is not the file the stage wrote (None when all are
+    as written; a record of an eps that kept no digests is taken on trust)."""
+    from eps.checkpoint import file_digest
+    for name, digest in (run.get("outputs") or {}).items():
+        path = folder / name
+        if not path.is_file():
+            return f"{path} is missing"
+        if file_digest(path) != digest:
+            return f"{path} is not the file the stage wrote (changed or damaged)"
+    return None
+
+
+def changed_input(root: Path, run: dict) -> str | None:
+    """The first upstream file a finished stage read that has changed since (None when all are as it read them)."""
+    from eps.checkpoint import file_digest
+    for name, digest in (run.get("inputs") or {}).items():
+        path = root / name
+        if "/" in name and path.is_file() and file_digest(path) != digest:
+            return f"{path} changed after it was read"
+    return None
 
 
 def check_upstream(root: Path, out: Path, space: str, stage: str, params: dict, cli_space: str) -> None:
-    """Refuse (EpsError) to run ``stage`` on an upstream stage that was made with other params than ``params``."""
+    """Refuse (EpsError) to run ``stage`` on an upstream stage that was made with other params than ``params``, or
+    whose outputs are no longer the ones it wrote."""
     up = UPSTREAM.get(stage)
     if up is None:
         return
@@ -149,31 +189,58 @@ def check_upstream(root: Path, out: Path, space: str, stage: str, params: dict, 
         raise EpsError(f"{root / up} was made with other params ({diff}); use the run's own params "
                        f"(--params {root / up / PARAMS_FILE}) or rerun it: eps stage {up} --space {cli_space} "
                        f"--out {out} --redo")
+    damage = damaged_output(root / up, found[1])
+    if damage:
+        raise EpsError(f"{damage}; rerun `eps stage {up} --space {cli_space} --out {out} --params "
+                       f"{root / up / PARAMS_FILE}` to restore it (it resumes from its last checkpoint)")
 
 
 def finished(folder: Path, params: dict, space: str, stage: str, inputs: dict, redo: bool, outputs: list[str],
-             cli_space: str, out: Path) -> bool:
-    """Whether ``stage`` is up to date in ``folder`` (same params, same inputs, every output present). Raises
-    EpsError when it finished with other params and ``redo`` is not set; False means: (re)compute it."""
+             cli_space: str, out: Path, log=None, checkpoint: Path | None = None) -> bool:
+    """Whether ``stage`` is up to date in ``folder``: same params, same inputs, and every output present and still
+    the file the stage wrote. Raises EpsError when it finished with other params and ``redo`` is not set; False
+    means: (re)compute it (a damaged output is recomputed, resuming from the stage's last checkpoint)."""
+    if redo:  # replaced whatever the record says, even an unreadable one
+        return False
     found = read(folder)
-    if found is None or redo or not all((folder / name).exists() for name in outputs):
+    if found is None or not all((folder / name).exists() for name in outputs):
         return False
     recorded, run = found
     diff = differences(stage_params(recorded, space, stage), stage_params(params, space, stage))
     if diff:
         raise EpsError(f"{folder} was made with other params ({diff}); pass --redo to replace it, or use the run's "
                        f"own params: --params {folder / PARAMS_FILE}")
-    return run.get("inputs") == inputs
+    if run.get("inputs") != inputs:
+        return False
+    damage = damaged_output(folder, run)
+    if damage:
+        if checkpoint is not None and not checkpoint.exists():
+            # no checkpoint to restore from: recomputing could take hours, so only when asked
+            raise EpsError(f"{damage}, and {checkpoint.parent} holds no checkpoint to restore it from; restore the "
+                           f"file (e.g. `dvc checkout`), or recompute the stage with --redo")
+        if log is not None:
+            log(f"note: {damage}; restoring the stage's outputs from its last checkpoint")
+        return False
+    return True
 
 
 def params_for_report(root: Path, space: str, params: dict, explicit: bool, out: Path) -> dict:
-    """The params a report of the run folder ``root`` shows. Without ``explicit`` params (no ``--params``), the params
-    the run recorded (its latest finished stage's record: each stage checked its upstream's, so they agree), else
-    ``params`` when nothing is recorded. With ``explicit`` params, every finished stage must have been made with them
-    (EpsError naming the first that was not)."""
+    """The params a report of the run folder ``root`` shows, after checking that the finished stages form one run
+    (each stage's outputs as it wrote them, each stage made from its upstream's current outputs; else EpsError).
+
+    Without ``explicit`` params (no ``--params``): the run's own, each stage's keys from that stage's record (a stage
+    DVC did not rerun keeps its own settings; the others come from the latest record); ``params`` when nothing is
+    recorded. With ``explicit`` params, every finished stage must have been made with them."""
     from eps.config import load_params
+    from eps.errors import ConfigError
+    from eps.spaces import cli_name
     finished = [(stage, found) for stage in ("warmup", "search", "select", "retrain")
                 if (found := read(root / stage)) is not None]
+    for stage, (_, run) in finished:
+        problem = damaged_output(root / stage, run) or changed_input(root, run)
+        if problem:
+            raise EpsError(f"{problem}; rerun `eps stage {stage} --space {cli_name(space)} --out {out} --params "
+                           f"{root / stage / PARAMS_FILE}`, then `eps report` again")
     if explicit:
         for stage, (recorded, _) in finished:
             diff = differences(stage_params(recorded, space, stage), stage_params(params, space, stage))
@@ -184,7 +251,20 @@ def params_for_report(root: Path, space: str, params: dict, explicit: bool, out:
         return params
     if not finished:
         return params
-    stage = finished[-1][0]
-    recorded = load_params(root / stage / PARAMS_FILE)
-    recorded.update(device=params["device"], data_root=params["data_root"])
-    return recorded
+    merged = dict(finished[-1][1][0])
+    for stage, (recorded, _) in finished:
+        top, keys = STAGE_KEYS[stage]
+        section = dict(merged.get(space) or {})
+        for key in keys:
+            head = key.partition(".")[0]
+            if isinstance(recorded.get(space), dict) and head in recorded[space]:
+                section[head] = recorded[space][head]
+        merged[space] = section
+    try:
+        shown = load_params(overrides=merged)
+    except ConfigError as err:
+        first = str(err).splitlines()[-1].strip()
+        raise EpsError(f"the params recorded in {root} do not load ({first}); rerun the stage whose params.yaml it "
+                       f"names with --redo") from None
+    shown.update(device=params["device"], data_root=params["data_root"])
+    return shown

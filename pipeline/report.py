@@ -44,8 +44,10 @@ class _Artifact:
     def damaged(self, problem: str) -> EpsError:
         problem = " ".join(str(problem).split())
         problem = problem if len(problem) <= 160 else problem[:157] + "..."
+        recorded = self.path.parent / "params.yaml"
+        with_params = f" --params {recorded}" if recorded.exists() else ""
         return EpsError(f"{self.path} is damaged ({problem}); rerun `eps stage {self.stage} --space {self.space} "
-                        f"--out {self.out}` to rewrite it, then `eps report` again")
+                        f"--out {self.out}{with_params}` to rewrite it, then `eps report` again")
 
     def text(self) -> str | None:
         if not self.path.exists():
@@ -119,7 +121,13 @@ def report(space_name: str, params: dict, out: str | Path, explicit: bool = True
     """Check every finished stage's files, print the tables, write report.txt and the plots (one writer at a time
     per run folder). ``explicit``: the user passed these params (``--params``) rather than the defaults or
     ./params.yaml. Returns the text of report.txt."""
-    with locked(RunPaths(out, space_name), "report"):
+    paths = RunPaths(out, space_name)
+    if not any((paths.stage(stage) / "metrics.json").exists() or (paths.stage(stage) / "history.jsonl").exists()
+               for stage in ("warmup", "search", "select", "retrain")):
+        # nothing to report: say so, and leave no report folder or lock file behind
+        raise EpsError(f"no finished stage under {paths.root}; run `eps stage warmup --space {cli_name(space_name)} "
+                       f"--out {out}` (or `eps run`) first, or point --out at a run folder")
+    with locked(paths, "report"):
         return _report(space_name, params, out, explicit)
 
 
@@ -171,7 +179,8 @@ def _report(space_name: str, params: dict, out: str | Path, explicit: bool) -> s
     if retrain_metrics:
         tables.append(retrain_files[0].check(lambda: rep.retrain_table(retrain_metrics, retrain_timing, retrain_run)))
     if len(tables) == 1:
-        tables[0].caption = f"no finished stage under {paths.root}; run `eps stage warmup --space {cli_name(space_name)}` first"
+        tables[0].caption = (f"only the warm-up has finished under {paths.root}; next: eps stage search --space "
+                             f"{cli_name(space_name)} --out {out}")
 
     history_file = artifact("search", "history.jsonl")
     curve = population = None
@@ -203,11 +212,20 @@ def _report(space_name: str, params: dict, out: str | Path, explicit: bool) -> s
         # a retrain given another arch than the selection's (`arch=`) is not the rule's cell
         who = f"the {selection['rule']} cell" if selection and trained in (None, selection["arch"]) else "the chosen cell"
         rep.plot_curve(rows, d / "retrain_curve.png", f"{space_name}: retrain of {who}, {len(rows)} epochs")
-    text = rep.plain_text(tables)
-    eio.write_text(d / "report.txt", text)
+    # the architectures once more, each on one line: folded in a table they cannot be pasted
+    lines = []
+    if selection:
+        lines += [f"{rule}: {selection[rule]['arch']}" for rule in rep.RULES if selection.get(rule)]
+    trained_arch = (retrain_run or {}).get("arch")
+    if trained_arch:
+        lines.append(f"retrained: {trained_arch}")
+    text = rep.plain_text(tables) + "".join(line + "\n" for line in lines)
+    eio.update_text(d / "report.txt", text)  # unchanged content keeps its file (and DVC sees no change)
     console = rep.terminal_console()
     for t in tables:
         console.print(t)
+    for line in lines:
+        console.print(Text(line), soft_wrap=True)
     pngs = sorted(p.name for p in d.glob("*.png"))
     console.print(Text(f"report written to {d}", overflow="fold"))
     console.print(Text(f"  report.txt, {', '.join(pngs) or 'no plots'}", overflow="fold"))

@@ -219,8 +219,10 @@ def _up_to_date(paths: RunPaths, stage: str, params: dict, space_name: str, inpu
     input does not come from the upstream stage (an architecture given on the command line)."""
     if upstream:
         record.check_upstream(paths.root, paths.out, space_name, stage, params, cli_name(space_name))
+    # select has no checkpoint: it recomputes in seconds
+    ckpt_file = None if stage == "select" else paths.work(stage) / "last.pt"
     if record.finished(paths.stage(stage), params, space_name, stage, inputs, redo, outputs, cli_name(space_name),
-                       paths.out):
+                       paths.out, log=log, checkpoint=ckpt_file):
         log(f"{stage}: up to date ({paths.stage(stage)} was made with these params and inputs; --redo recomputes it)")
         return True
     if redo and distributed.is_main():
@@ -243,8 +245,8 @@ def _warmup(space_name: str, params: dict, paths: RunPaths, restart: bool, secti
         eio.write_json(d / "metrics.json", {"iterations": result.iterations,
                                            "last_train_loss": result.last_train_loss,
                                            "nonfinite_skipped": result.nonfinite_skipped})
-        record.write(d, params, space_name, "warmup", {})
         eio.write_json(d / "timing.json", {"seconds": result.seconds, "resumed_from": result.resumed_from})
+        record.write(d, params, space_name, "warmup", {})
     log(f"warmup: {result.iterations} iterations in {result.seconds:.1f}s -> {paths.stage('warmup')}")
     return {"iterations": result.iterations}
 
@@ -334,10 +336,10 @@ def _search(space_name: str, params: dict, paths: RunPaths, restart: bool, uses_
         _write_population(d / "population.csv", final)
         curves.publish([curves.search_row(s, bench) for s in snapshots if "round" in s], d / "dvclive")
         eio.write_json(d / "metrics.json", metrics)
-        record.write(d, params, space_name, "search", {"warmup/supernet.pt": warm_digest},
-                     strategy=cfg["strategy"])
         eio.write_json(d / "timing.json", {"seconds": result.seconds, "resumed_from": result.resumed_from,
                                           "seconds_per_round": result.seconds / max(1, result.rounds)})
+        record.write(d, params, space_name, "search", {"warmup/supernet.pt": warm_digest},
+                     strategy=cfg["strategy"])
     log(f"search: {result.iterations} iterations, {result.rounds} rounds in {result.seconds:.1f}s "
         f"-> {paths.stage('search')}")
     return {"iterations": result.iterations}
@@ -430,20 +432,28 @@ def _retrain(space_name: str, params: dict, out: str | Path, restart: bool, arch
     paths = RunPaths(out, space_name)
     with _ranks_locked(paths, "retrain"):
         def decide():
-            chosen = arch
+            chosen, inputs = arch, {"arch": arch}
             if chosen is None:
-                chosen = _require(paths.stage("select") / "arch.txt", "select", space_name, paths).read_text().strip()
-            done = _up_to_date(paths, "retrain", params, space_name, {"arch": chosen}, redo, RETRAIN_OUTPUTS,
+                arch_file = _require(paths.stage("select") / "arch.txt", "select", space_name, paths)
+                chosen = arch_file.read_text().strip()
+                inputs = {"arch": chosen, "select/arch.txt": checkpoint.file_digest(arch_file)}
+                try:
+                    space.decode(chosen)
+                except EpsError as err:
+                    raise EpsError(f"{arch_file} does not hold an architecture of {space_name} ({err}); rerun "
+                                   f"`eps stage select --space {cli_name(space_name)} --out {paths.out} --redo`") from None
+            done = _up_to_date(paths, "retrain", params, space_name, inputs, redo, RETRAIN_OUTPUTS,
                                upstream=arch is None)
-            return chosen, (eio.read_json(paths.stage("retrain") / "metrics.json") if done else None)
-        chosen, finished = distributed.on_main(decide)
+            return chosen, inputs, (eio.read_json(paths.stage("retrain") / "metrics.json") if done else None)
+        chosen, inputs, finished = distributed.on_main(decide)
         if finished is not None:
             return finished
         return _retrain_locked(space_name, params, paths, restart or redo, chosen, section, space, device, main,
-                               world)
+                               world, inputs)
 
 
-def _retrain_locked(space_name, params, paths: RunPaths, restart, arch, section, space, device, main, world) -> dict:
+def _retrain_locked(space_name, params, paths: RunPaths, restart, arch, section, space, device, main, world,
+                    inputs: dict) -> dict:
     cell = space.decode(arch)
     cfg = section["retrain"]
     with checkpoint.data_fingerprint(data_root(params)) as data:
@@ -490,7 +500,7 @@ def _retrain_locked(space_name, params, paths: RunPaths, restart, arch, section,
         eio.write_text(d / "curve.csv", buf.getvalue())
         curves.publish([curves.retrain_row(r) for r in hist], d / "dvclive")
         eio.write_json(d / "metrics.json", {"epochs": len(hist), "params": space.num_params(cell), **final})
-        record.write(d, params, space_name, "retrain", {"arch": arch}, arch=arch, precision=task.precision)
         eio.write_json(d / "timing.json", timing)
+        record.write(d, params, space_name, "retrain", inputs, arch=arch, precision=task.precision)
     log(f"retrain: {len(hist)} epochs -> {paths.stage('retrain')}")
     return final

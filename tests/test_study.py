@@ -1,4 +1,5 @@
-"""`eps study correlation` on a tiny budget: outputs, every metric recomputed independently, exact resume."""
+"""`eps study correlation` on a tiny budget: outputs, every metric recomputed independently, exact resume, and
+arms: any two settings compared, each validated against the space, each cached on its own."""
 import csv
 import itertools
 import json
@@ -15,7 +16,7 @@ from eps import io as eio
 from eps import study as st
 from eps.checkpoint import CheckpointDir
 from eps.config import load_params
-from eps.errors import ConfigError
+from eps.errors import CheckpointError, ConfigError
 from eps.evolution import Controller
 from eps.search import run_search
 from eps.spaces import get_space
@@ -73,17 +74,38 @@ def test_cli_outputs_and_table(cli_run):
         assert (d / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (d / png).stat().st_size > 1000
     text = (d / "report.txt").read_text()
     assert text in proc.stdout
-    assert "RandomNAS vs EPS" in text and "2 shared batches of 20 images" in text
-    for label in ("uniform (whole space)", "top 20% (ground truth)", "EPS population", "Kendall tau over training"):
+    # the default arms are today's comparison, labelled by their names
+    assert "random vs eps supernet" in text and "2 shared batches of 20 images" in text
+    assert "random: search.strategy=random; eps: search.strategy=eps" in " ".join(text.split())
+    for label in ("uniform (whole space)", "top 20% (ground truth)", "eps population", "Kendall tau over training",
+                  "random uniform", "eps top"):
         assert label in text
-    # one table row per set x supernet, plus the tau table's rows
+    # one table row per set x arm, plus the tau table's rows
     rows = [line for line in text.splitlines() if line.startswith("│")]
-    assert sum(("RandomNAS" in r or " EPS " in r) and "population" in r for r in rows) == 2
+    assert sum(("│ random " in r or "│ eps " in r) and "population" in r for r in rows) == 2
     res = json.loads((d / "study.json").read_text())
+    assert res["arms"] == {"random": {"overrides": {"search": {"strategy": "random"}}, "strategy": "random",
+                                      "iterations": 60, "images_per_cell": 40},
+                           "eps": {"overrides": {"search": {"strategy": "eps"}}, "strategy": "eps",
+                                   "iterations": 60, "images_per_cell": 40}}
+    assert res["population_arm"] == "eps" and list(res["seeds"][0]["supernets"]) == ["random", "eps"]
     assert res["settings"]["fitness_batches"] == 2 and res["settings"]["images_per_cell"] == 40
+    # study.column null: the benchmark's primary column (NB201 on CIFAR-10: cifar10_test)
     assert res["column"] == "cifar10_test" and res["top_fraction"] == 0.2
     metrics = json.loads((d / "metrics.json").read_text())
-    assert metrics["summary"] == res["summary"]
+    assert_numbers_only(metrics)
+    assert metrics == st.numbers_only({"summary": res["summary"]})
+    assert metrics["summary"]["eps"]["top"]["tau"]["mean"] == res["summary"]["eps"]["top"]["tau"]["mean"]
+
+
+def assert_numbers_only(obj):
+    """Every leaf a number (what `dvc exp show` makes columns of)."""
+    for v in obj.values():
+        if isinstance(v, dict):
+            assert v
+            assert_numbers_only(v)
+        else:
+            assert isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v), v
 
 
 def test_every_metric_matches_an_independent_computation(cli_run, gt):
@@ -231,6 +253,15 @@ def test_study_params_are_validated(tmp_path):
     msg = str(err.value)
     for needle in ("study.seeds", "study.n_top: got 1", "study.top_fraction", "study.tau_every"):
         assert needle in msg
+    with pytest.raises(ConfigError) as err:
+        _tiny_params(arms={"a": {}, "b": {}, "c": {}})
+    assert "study.arms: got 3 arm(s) (a, b, c); the study compares exactly two" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        _tiny_params(arms={"a/b": {}, "c": {}})
+    assert "study.arms: arm name 'a/b'" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        _tiny_params(arms={"a": {}, "c": {"search": 3}})
+    assert "study.arms.c.search: got 3, expected a mapping of keys" in str(err.value)
     proc = run_eps("study", "correlation", "--seeds", "0,x", check=False, cwd=tmp_path)
     assert proc.returncode == 2 and "--seeds" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
@@ -246,3 +277,153 @@ def test_study_without_ground_truth_is_one_line_error(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "ground_truth.csv" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------------------------------------------- arms
+
+def test_bad_arm_is_one_line_exit_2_before_any_folder(tmp_path):
+    cfg = yaml.safe_load(yaml.safe_dump(TINY_NB201))
+    cfg["study"]["arms"] = {"mut": {"search": {"proposer": "mutation"}}, "pred": {"search": {"proposr": "predictor"}}}
+    params = tmp_path / "bad.yaml"
+    params.write_text(yaml.safe_dump(cfg))
+    proc = run_eps("study", "correlation", "--space", "nb201", "--params", params, "--out", tmp_path / "r",
+                   check=False)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "study.arms.pred.search.proposr: unknown key (allowed here:" in proc.stderr and "proposer" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "r").exists()
+
+
+def test_arms_are_validated_against_the_space():
+    params = _tiny_params()
+    section, study = params["nb201"], params["study"]
+    model = get_space("nb201", section).Params
+    arms = st.arm_sections(model, section, {**study, "arms": {
+        "a": {"search": {"proposer": "predictor"}, "supernet": {"progressive": [20, 40]}}, "b": {}}})
+    # the space's section, the study's budget, then the arm's overrides
+    assert arms["a"]["search"]["proposer"] == "predictor" and arms["a"]["supernet"]["progressive"] == [20, 40]
+    assert arms["a"]["search"]["iterations"] == arms["b"]["search"]["iterations"] == 60
+    assert arms["b"]["search"]["strategy"] == "eps" and arms["b"]["space"] == section["space"]
+    assert arms["b"]["search"]["population"] == section["search"]["population"] == 8
+    own_budget = st.arm_sections(model, section, {**study, "arms": {"a": {"search": {"iterations": 30}}, "b": {}}})
+    assert own_budget["a"]["search"]["iterations"] == 30
+    with pytest.raises(ConfigError) as err:
+        st.arm_sections(model, section, {**study, "arms": {
+            "a": {"search": {"lr": "fast", "group": 50}}, "b": {"retrain": {"epochs": 3}}}})
+    lines = str(err.value).splitlines()
+    assert lines[0] == "3 problem(s) with params:"
+    assert "  study.arms.a.search.lr: got 'fast', expected a number" in lines
+    assert "  study.arms.a.search.group: 50 is larger than search.population 8; the trained group is drawn from " \
+           "the population" in lines
+    assert any(line.startswith("  study.arms.b.retrain: the study builds and trains its supernets from space, "
+                               "supernet, search only") for line in lines)
+    with pytest.raises(ConfigError) as err:
+        st.arm_sections(model, section, {**study, "arms": {"a": {"supernet": {"progressive": [40, 20]}}, "b": {}}})
+    assert str(err.value) == ("params: study.arms.a.supernet.progressive: got [40, 20], expected increasing "
+                              "iterations, e.g. [15000, 30000]")
+
+
+def test_an_arm_with_another_ground_truth_is_refused(tmp_path):
+    params = _tiny_params(arms={"c10": {}, "c100": {"space": {"dataset": "cifar100"}}})
+    with pytest.raises(ConfigError) as err:
+        study_stage.correlation("nb201", params, tmp_path)
+    assert str(err.value).startswith("params: study.arms.c100.space: gives the supernet another ground truth "
+                                     "(nats_cifar100_test) than the study's (cifar10_test)")
+
+
+def test_column_defaults_to_the_benchmarks_primary_column():
+    params = _tiny_params(n_top=200)
+    assert params["study"]["column"] is None
+    section = load_params(overrides={"nb201": {"space": {"dataset": "cifar100"}}})["nb201"]
+    bench = get_space("nb201", section).benchmark(DATA_ROOT)
+    assert bench.primary == "nats_cifar100_test"
+    top = st.draw_sets(bench, params["study"], 0)["top"]
+    gt100, gt10 = ground_truth("nats_cifar100_test"), ground_truth("cifar10_test")
+    assert len(top) == 200 and all(gt100[a] >= threshold(gt100) for a in top)
+    assert not all(gt10[a] >= threshold(gt10) for a in top)  # so it is not ranked by cifar10_test
+    assert st.draw_sets(bench, {**params["study"], "column": "cifar10_test"}, 0)["top"] != top
+
+
+def threshold(gt: dict[str, float], fraction: float = 0.2) -> float:
+    values = np.array(sorted(gt.values()))
+    return values[len(values) - math.ceil(fraction * len(values))]
+
+
+ARMS = {"mut": {"search": {"proposer": "mutation"}},
+        "pred": {"search": {"proposer": "predictor", "predictor_candidates": 16}}}
+SMALL = {"iterations": 20, "n_uniform": 8, "n_top": 8, "tau_cells": 4}  # scoring is most of a tiny study's time
+
+
+def test_two_eps_variants_compared_and_changing_one_arm_reuses_the_other(tmp_path, monkeypatch):
+    cfg = yaml.safe_load(yaml.safe_dump(TINY_NB201))
+    cfg["study"].update(SMALL, arms=ARMS)
+    params = tmp_path / "arms.yaml"
+    params.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "runs"
+    proc = run_eps("study", "correlation", "--space", "nb201", "--params", params, "--out", out)
+    d, work = out / "nb201/study", out / "nb201/.work/study/seed0"
+    text = (d / "report.txt").read_text()
+    assert text in proc.stdout and "mut vs pred supernet" in text
+    caption = " ".join(text.split())
+    assert "arms: mut: search.proposer=mutation; pred: search." in caption
+    assert "search.proposer=predictor" in caption and "search.predictor_candidates=16" in caption
+    rows = [line for line in text.splitlines() if line.startswith("│")]
+    for name in ("uniform (whole space)", "top 20% (ground truth)", "mut population"):
+        assert sum(r.startswith(f"│ {name}") and ("│ mut " in r or "│ pred " in r) for r in rows) == 2
+    first = json.loads((d / "study.json").read_text())
+    assert first["population_arm"] == "mut"
+    assert {n: a["strategy"] for n, a in first["arms"].items()} == {"mut": "eps", "pred": "eps"}
+    assert first["arms"]["pred"]["overrides"] == ARMS["pred"]
+    # both are EPS runs, and the proposer made a difference; the population set is the first arm's
+    mut_hist = list(eio.read_jsonl(work / "mut/history.jsonl"))
+    pred_hist = list(eio.read_jsonl(work / "pred/history.jsonl"))
+    assert mut_hist[0]["arch"] == pred_hist[0]["arch"] and mut_hist[-1]["arch"] != pred_hist[-1]["arch"]
+    population = first["seeds"][0]["sets"]["population"]["arch"]
+    assert population == list(dict.fromkeys(mut_hist[-1]["arch"]))
+    metrics = json.loads((d / "metrics.json").read_text())
+    assert_numbers_only(metrics)
+    assert set(metrics["summary"]) == {"mut", "pred"}
+    assert set(metrics["summary"]["pred"]) == {"uniform", "top", "population"}
+
+    trained = []
+    original = st.run_search
+
+    def recording(space, task, controller, cfg, history, ckpt, **kw):
+        res = original(space, task, controller, cfg, history, ckpt, **kw)
+        trained.append((ckpt.dir.name, res.resumed_from, res.iterations))
+        return res
+
+    monkeypatch.setattr(st, "run_search", recording)
+    pred_history = (work / "pred/history.jsonl").read_bytes()
+    # a change of the population arm (here its space section): only it trains; the other resumes from its final
+    # checkpoint, keeps its scores of the unchanged sets and scores the new population with the same weights
+    arms = {"mut": {"search": {"proposer": "mutation"}, "space": {"p_opwise": 0.9}}, "pred": ARMS["pred"]}
+    with pytest.raises(CheckpointError, match=r"mut/last.pt was made with different params .*space.p_opwise"):
+        study_stage.correlation("nb201", _tiny_params(**SMALL, arms=arms), out)  # as any resume: --restart
+    trained.clear()
+    second = study_stage.correlation("nb201", _tiny_params(**SMALL, arms=arms), out, restart=True)
+    assert trained == [("mut", 0, 20), ("pred", 20, 20)]
+    assert (work / "pred/history.jsonl").read_bytes() == pred_history
+    old, new = first["seeds"][0], second["seeds"][0]
+    for name in ("uniform", "top"):
+        assert new["supernets"]["pred"]["scores"][name] == old["supernets"]["pred"]["scores"][name]
+    assert new["supernets"]["pred"]["tau_over_time"] == old["supernets"]["pred"]["tau_over_time"]
+    assert new["sets"]["population"]["arch"] == list(dict.fromkeys(
+        list(eio.read_jsonl(work / "mut/history.jsonl"))[-1]["arch"]))
+    assert new["sets"]["population"]["arch"] != old["sets"]["population"]["arch"]
+    before = dict(zip(old["sets"]["population"]["arch"], old["supernets"]["pred"]["scores"]["population"]))
+    after = dict(zip(new["sets"]["population"]["arch"], new["supernets"]["pred"]["scores"]["population"]))
+    assert len(after) == len(new["sets"]["population"]["arch"])
+    common = before.keys() & after.keys()  # the initial members both populations still hold
+    assert common
+    for arch in common:
+        assert after[arch] == pytest.approx(before[arch], rel=1e-6)
+
+    # a change of the other arm: the population arm's cached result is used as it is, without building its task
+    trained.clear()
+    mut_scores = (work / "mut/scores.json").read_bytes()
+    arms["pred"] = {"search": {"proposer": "predictor", "predictor_candidates": 32}}
+    third = study_stage.correlation("nb201", _tiny_params(**SMALL, arms=arms), out, restart=True)
+    assert trained == [("pred", 0, 20)]
+    assert (work / "mut/scores.json").read_bytes() == mut_scores
+    assert third["seeds"][0]["supernets"]["mut"] == second["seeds"][0]["supernets"]["mut"]
+    assert third["arms"]["pred"]["overrides"] == arms["pred"]
