@@ -104,10 +104,12 @@ def _cpu_weights(state_dict: Mapping[str, Any]) -> dict[str, torch.Tensor]:
 
 
 def save_model(path: str | Path, *, space: str, arch: str, network: Mapping[str, Any],
-               state_dict: Mapping[str, torch.Tensor], space_settings: Mapping[str, Any] | None = None) -> dict:
+               state_dict: Mapping[str, torch.Tensor], space_settings: Mapping[str, Any] | None = None,
+               input_spec: Mapping[str, Any] | None = None) -> dict:
     """Write ``path`` (atomically) as a plain ``torch.save`` of the model dict described in the module docstring;
     returns that dict. ``space``: the registered space name; ``arch``: the architecture string (``encode``);
-    ``network``: the retrain task's ``network_config``; ``space_settings``: the params section's ``space``."""
+    ``network``: the retrain task's ``network_config``; ``space_settings``: the params section's ``space``;
+    ``input_spec``: what the network takes (``eps.space.DescribesInput``), saved as ``input`` when given."""
     from eps import __version__
     weights = _cpu_weights(state_dict)
     # Settings go through JSON so that every value is plain, and load validates them in pydantic's JSON mode.
@@ -115,6 +117,8 @@ def save_model(path: str | Path, *, space: str, arch: str, network: Mapping[str,
     record = {"format": FORMAT, "space": space_reference(space), "arch": str(arch),
               "network": plain_values(dict(network), "network"), "space_settings": settings,
               "state_dict": weights, "weights_sha256": weights_digest(weights), "eps_version": __version__}
+    if input_spec is not None:
+        record["input"] = plain_values(dict(input_spec), "input")
     buf = io.BytesIO()
     torch.save(record, buf)
     eio.write_bytes(path, buf.getvalue())
@@ -182,7 +186,8 @@ def read_model(path: str | Path) -> dict:
     bad = [k for k, kind in (("space", str), ("arch", str), ("network", dict), ("space_settings", dict),
                              ("state_dict", dict), ("weights_sha256", str)) if k in record and
            not isinstance(record[k], kind)]
-    if not bad and not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in record["state_dict"].items()):
+    if not bad and not missing and not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                           for k, v in record["state_dict"].items()):
         bad = ["state_dict"]
     if missing or bad:
         what = f"lacks {', '.join(missing)}" if missing else f"has a malformed {', '.join(bad)}"

@@ -66,14 +66,14 @@ def settings_table(space: str, params: dict) -> Table:
     predictor = search.get("proposer") == "predictor"
     groups = [
         # the variants of the method (spec §1.8) and the data: which ones this run used
-        ("space", ("dataset", "variant")),
+        ("space", tuple(sec.get("space") or ())),
         ("supernet", ("progressive", "new_cell_init") if sec.get("supernet", {}).get("progressive") else ()),
         ("search", ("strategy", "proposer", *(("predictor_inputs", "predictor_reference_shapes") if predictor else ()),
                     "iterations", "population", "group", "parents", "children_per_parent", "val_interval",
                     "batch_size", "lr")),
         ("warmup", ("iterations",)),
         ("select", ("rule", "window", "alpha", "beta")),
-        ("retrain", ("epochs", "batch_size", "lr")),
+        ("retrain", ("epochs", "batch_size", "lr", "train_subset", "test_subset")),
     ]
     for name, keys in groups:
         section = sec.get(name) or {}
@@ -263,9 +263,10 @@ def population_accuracy_figure(curve: dict, optimum: float | None = None,
     return fig
 
 
-_CHOSEN_STYLE = {"size_prior": dict(marker="*", s=180, color="tab:red", edgecolors="black", linewidths=0.5, zorder=4),
+_CHOSEN_STYLE = {"size_prior": dict(marker="*", s=180, color="tab:red", edgecolors="black", linewidths=0.5, zorder=4,
+                                    clip_on=False),
                  "prior_free": dict(marker="D", s=60, facecolors="none", edgecolors="tab:purple", linewidths=1.5,
-                                    zorder=5)}
+                                    zorder=5, clip_on=False)}
 
 
 def loss_vs_accuracy_figure(pop: dict):

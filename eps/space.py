@@ -185,6 +185,17 @@ class Drawable(Protocol):
 
 
 @runtime_checkable
+class DescribesInput(Protocol):
+    """A retrain task that says what its network takes as input (saved as ``input`` in ``retrain/model.pt``, so a
+    user of the trained network can feed it without eps), e.g. for images ``{"kind": "image", "shape": [3, 32, 32],
+    "scale": 255, "mean": [...], "std": [...]}``: a uint8 image is divided by ``scale``, then normalised per
+    channel."""
+
+    @property
+    def input_spec(self) -> dict: ...
+
+
+@runtime_checkable
 class Featurizable(Protocol):
     """A space that encodes an architecture as a fixed-length vector (the predictor variant, spec §1.8)."""
 

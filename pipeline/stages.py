@@ -46,7 +46,7 @@ from eps.progress import console
 from eps.retrain import run_retrain
 from eps.search import run_search, run_warmup
 from eps.selection import choose, collect_candidates
-from eps.space import DistributedTask, benchmark_of
+from eps.space import DescribesInput, DistributedTask, benchmark_of
 from eps.spaces import cli_name, get_space
 from eps.train.common import SEED_OFFSET, resolve_device, seed_everything
 from pipeline import curves, record
@@ -165,7 +165,8 @@ def _require(path: Path, stage: str, space: str, paths: RunPaths | None = None) 
             with locked(paths, stage):
                 pass
     if not path.exists():
-        raise EpsError(f"{path} not found; run `eps stage {stage} --space {cli_name(space)}` first (with the same --out)")
+        raise EpsError(f"{path} not found; run `eps stage {stage} --space {cli_name(space)}` first (with the same "
+                       f"--out and --params)")
     return path
 
 
@@ -496,7 +497,8 @@ def _retrain_locked(space_name, params, paths: RunPaths, restart, arch, section,
     with _outputs(paths, "retrain") as d:
         from eps.model_file import save_model  # a plain torch file that eps.load_model rebuilds the network from
         save_model(d / "model.pt", space=space_name, arch=arch, network=task.network_config,
-                   state_dict=task.model.state_dict(), space_settings=section["space"])
+                   state_dict=task.model.state_dict(), space_settings=section["space"],
+                   input_spec=task.input_spec if isinstance(task, DescribesInput) else None)
         eio.write_text(d / "curve.csv", buf.getvalue())
         curves.publish([curves.retrain_row(r) for r in hist], d / "dvclive")
         eio.write_json(d / "metrics.json", {"epochs": len(hist), "params": space.num_params(cell), **final})

@@ -121,6 +121,17 @@ def test_load_model_reproduces_the_test_metrics_exactly(nb201_run):
     m = _metrics(out, "nb201")
     assert (after["test_acc"], after["test_loss"]) == (m["test_acc"], m["test_loss"])
     assert before["test_loss"] != after["test_loss"]   # the fresh network of the task is not the trained one
+    # without eps's data code: the file says how to feed the network (uint8 / scale, then per-channel mean/std)
+    spec = torch.load(out / "nb201/retrain/model.pt", weights_only=True)["input"]
+    assert spec["kind"] == "image" and spec["shape"] == [3, 32, 32] and spec["scale"] == 255
+    from eps.data.cifar import load_cifar10
+    images, labels = load_cifar10(DATA_ROOT, train=False)
+    n = params["nb201"]["retrain"]["test_subset"]
+    x = (images[:n].float() / spec["scale"] - torch.tensor(spec["mean"]).view(1, 3, 1, 1)) / \
+        torch.tensor(spec["std"]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        correct = int((net(x).argmax(1) == labels[:n]).sum())
+    assert 100.0 * correct / n == pytest.approx(m["test_acc"], abs=1e-9)
 
 
 def test_every_way_of_naming_the_run_finds_the_same_file(nb201_run):

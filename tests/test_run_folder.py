@@ -139,3 +139,74 @@ def test_report_shows_the_params_the_run_recorded(finished, tmp_path):
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "was made with other params" in proc.stderr and "leave out --params" in proc.stderr
     assert report.read_bytes() == before
+
+
+# ---- found by trying it as a user: damaged records and outputs, DVC-style partial reruns, empty folders
+
+def test_a_damaged_record_is_one_line_and_redo_rewrites_it(finished, tmp_path):
+    runs, params = _copy(finished, tmp_path)
+    (runs / "nb201/select/params.yaml").write_bytes(b"\x00\xff garbage")
+    proc = run_eps("stage", "select", "--params", params, "--out", runs, check=False)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "select/params.yaml is damaged" in proc.stderr and "--redo" in proc.stderr
+    run_eps("stage", "select", "--params", params, "--out", runs, "--redo")  # what the line says: it works
+    # a truncated (still loadable) record is caught by its digest, not filled with the paper's defaults
+    text = (runs / "nb201/retrain/params.yaml").read_text()
+    (runs / "nb201/retrain/params.yaml").write_text(text[: len(text) // 2].rsplit("\n", 1)[0] + "\n")
+    proc = run_eps("report", "--space", "nb201", "--out", runs, check=False, cwd=tmp_path)
+    assert proc.returncode == 2 and "retrain/params.yaml is damaged" in proc.stderr, proc.stderr
+
+
+def test_a_damaged_output_is_restored_from_the_checkpoint_never_used(finished, tmp_path):
+    runs, params = _copy(finished, tmp_path)
+    history = runs / "nb201/search/history.jsonl"
+    good = history.read_bytes()
+    history.write_bytes(b"".join(good.splitlines(keepends=True)[:2]))  # two whole lines: still readable
+    selection = (runs / "nb201/select/selection.json").read_bytes()
+    # downstream refuses to use it, naming the file and the command that restores it
+    proc = run_eps("stage", "select", "--params", params, "--out", runs, "--redo", check=False)
+    assert proc.returncode == 2 and "history.jsonl is not the file the stage wrote" in proc.stderr, proc.stderr
+    assert (runs / "nb201/select/selection.json").read_bytes() == selection
+    proc = run_eps("report", "--space", "nb201", "--out", runs, check=False, cwd=tmp_path)
+    assert proc.returncode == 2 and "history.jsonl" in proc.stderr
+    # the search is not "up to date": it restores its outputs from its final checkpoint (no training)
+    proc = run_eps("stage", "search", "--params", params, "--out", runs)
+    assert "up to date" not in proc.stderr and "restoring" in proc.stderr
+    assert history.read_bytes() == good
+    assert "select: up to date" in run_eps("stage", "select", "--params", params, "--out", runs).stderr
+    # without a checkpoint to restore from, hours of recomputation happen only when asked
+    shutil.rmtree(runs / "nb201/.work/search")
+    (runs / "nb201/search/dvclive/plots/metrics/train/lr.tsv").unlink()
+    proc = run_eps("stage", "search", "--params", params, "--out", runs, check=False)
+    assert proc.returncode == 2 and "no checkpoint" in proc.stderr and "--redo" in proc.stderr
+
+
+def test_report_after_a_partial_rerun_shows_each_stage_its_own_settings(finished, tmp_path):
+    """As `dvc repro` does after select.window changed: select reruns, retrain does not (same arch). The report
+    shows the window select used, and a rerun touches neither report.txt nor the plots."""
+    runs, params = _copy(finished, tmp_path)
+    cfg = yaml.safe_load(params.read_text())
+    cfg["nb201"]["select"]["window"] = 30
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump(cfg))
+    run_eps("stage", "select", "--params", other, "--out", runs, "--redo")
+    retrained = json.loads((runs / "nb201/retrain/run.json").read_text())["arch"]
+    assert retrained == (runs / "nb201/select/arch.txt").read_text().strip(), "the other window chose another cell"
+    run_eps("report", "--space", "nb201", "--out", runs, cwd=tmp_path)
+    text = (runs / "nb201/report/report.txt").read_text()
+    rows = {tuple(line.replace("│", " ").split()[:2]) for line in text.splitlines() if "│" in line}
+    assert ("select.window", "30") in rows and ("retrain.epochs", "2") in rows, text
+    before = {p.name: p.stat().st_mtime_ns for p in (runs / "nb201/report").iterdir()}
+    run_eps("report", "--space", "nb201", "--out", runs, cwd=tmp_path)
+    assert {p.name: p.stat().st_mtime_ns for p in (runs / "nb201/report").iterdir()} == before
+
+
+def test_report_of_nothing_and_a_garbage_arch_are_one_line(finished, tmp_path):
+    proc = run_eps("report", "--space", "nb201", "--out", tmp_path / "nowhere", check=False, cwd=tmp_path)
+    assert proc.returncode == 2 and "no finished stage" in proc.stderr and not (tmp_path / "nowhere").exists()
+    runs, params = _copy(finished, tmp_path)
+    shutil.rmtree(runs / "nb201/retrain")
+    (runs / "nb201/select/arch.txt").write_text("|foo~0|\n")
+    proc = run_eps("stage", "retrain", "--params", params, "--out", runs, check=False)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "select/arch.txt" in proc.stderr

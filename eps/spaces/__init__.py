@@ -105,6 +105,9 @@ def _import_ref(ref: str, base: Path | None = None):
         raise SpaceError(f"space reference {ref!r} must be `path/to/file.py:Class` or `package.module:Class`")
     try:
         if target.endswith(".py") or "/" in target or "\\" in target:
+            if not target.endswith(".py"):
+                raise SpaceError(f"space reference {ref!r}: {target} is not a Python file; give "
+                                 f"path/to/file.py:Class or package.module:Class")
             path = Path(target).expanduser()
             tried = [path.resolve()]
             if not path.is_absolute() and not path.exists() and base is not None:

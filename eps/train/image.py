@@ -233,6 +233,8 @@ class ImageRetrainTask:
         data = DATASETS[dataset]
         (train_x, train_y), (test_x, test_y) = load_train_test(data.load, data_root, cfg)
         self.norm = Normalize(data.mean, data.std, device)
+        self.input_spec = {"kind": "image", "shape": list(train_x.shape[1:]), "scale": 255,
+                           "mean": [float(m) for m in data.mean], "std": [float(v) for v in data.std]}
         self.train = BatchStream(train_x.to(device), train_y.to(device), cfg["batch_size"],
                                  make_generator(device, seed + 1),
                                  transform=lambda x, g: self.norm(crop_flip(x, g, data.retrain_pad)))

@@ -88,6 +88,8 @@ class DartsRetrainTask:
         if len(train_y) < self.world:
             raise ConfigError(f"retrain.train_subset {len(train_y)} gives some of the {self.world} processes no data")
         self.norm = Normalize(mean, std, device)
+        self.input_spec = {"kind": "image", "shape": list(train_x.shape[1:]), "scale": 255,
+                           "mean": [float(m) for m in mean], "std": [float(v) for v in std]}
         # Same permutation generator on every rank (shared order, disjoint shards); augmentation is per rank.
         self.train = BatchStream(train_x.to(device), train_y.to(device), cfg["batch_size"] // self.world,
                                  make_generator(device, seed + 1), transform=self._augment,
