@@ -373,7 +373,8 @@ def study_correlation(space: str = SpaceOpt,
                       seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds, e.g. 0,1 "
                                                                                    "(study.seeds)."),
                       params: Optional[Path] = ParamsOpt, out: Path = OutOpt, restart: bool = RestartOpt):
-    """Train a RandomNAS and an EPS supernet per seed; compare how they rank cells against the ground truth."""
+    """Train one supernet per arm (study.arms; default RandomNAS vs EPS) and seed; compare how they rank cells
+    against the ground truth."""
     from eps.errors import ConfigError
     from pipeline import study
     overrides: dict = {}

@@ -101,7 +101,7 @@ def test_redo_and_explicit_params_reach_the_stage_functions(tmp_path, monkeypatc
     assert calls == [("search", {"restart": True, "redo": True})]
     calls.clear()
     res = runner.invoke(cli.app, ["stage", "retrain", "--restart", "--out", str(tmp_path)])
-    assert calls == [("retrain", {"restart": True, "redo": False})]
+    assert calls == [("retrain", {"restart": True, "redo": False, "arch": None})]
     calls.clear()
     res = runner.invoke(cli.app, ["run", "--redo", "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
