@@ -112,9 +112,15 @@ def data_fingerprint(root: str | os.PathLike) -> Iterator[dict]:
         rel = os.path.relpath(p, base)
         if rel.startswith(os.pardir) or rel in found or not os.path.isfile(p):
             continue
-        st = os.stat(p)
-        found[rel] = f"sha256:{file_digest(p)}" if st.st_size <= DIGEST_LIMIT else \
-            f"size {st.st_size} mtime {st.st_mtime_ns}"
+        found[rel] = file_identity(p)
+
+
+def file_identity(path: str | os.PathLike) -> str | None:
+    """How ``data_fingerprint`` identifies a data file (None when it is not a file)."""
+    if not os.path.isfile(path):
+        return None
+    st = os.stat(path)
+    return f"sha256:{file_digest(path)}" if st.st_size <= DIGEST_LIMIT else f"size {st.st_size} mtime {st.st_mtime_ns}"
 
 
 def diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:

@@ -93,7 +93,7 @@ _SEARCH_ROWS = (("iterations", "iterations", 0), ("rounds", "rounds", 0),
 
 # run.json's bookkeeping (which stage and space wrote it, eps's version, digests of its inputs): the tables' titles
 # and the run folder already say the first two, and the rest is for the consistency checks, not for reading
-_BOOKKEEPING = {"stage", "space", "eps_version", "inputs"}
+_BOOKKEEPING = {"stage", "space", "eps_version", "inputs", "outputs", "params_digest", "data"}
 
 
 def _descriptions(t: Table, run: dict | None, metrics: dict) -> None:

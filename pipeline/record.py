@@ -141,8 +141,9 @@ def _text_digest(text: str) -> str:
 
 def _digests(folder: Path) -> dict:
     from eps.checkpoint import file_digest
+    # timing.json is left out: wall times differ between two runs of the same seed, the record must not
     return {p.relative_to(folder).as_posix(): file_digest(p) for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name not in (PARAMS_FILE, RUN_FILE)}
+            if p.is_file() and p.name not in (PARAMS_FILE, RUN_FILE, "timing.json")}
 
 
 def damaged_output(folder: Path, run: dict) -> str | None:
@@ -195,8 +196,20 @@ def check_upstream(root: Path, out: Path, space: str, stage: str, params: dict, 
                        f"{root / up / PARAMS_FILE}` to restore it (it resumes from its last checkpoint)")
 
 
+def changed_data(run: dict, data_root: Path | None) -> str | None:
+    """The first data file a stage read (``run.json`` ``data``: as ``eps.checkpoint.data_fingerprint`` saw it) that
+    differs now under ``data_root`` (None when all are the same)."""
+    from eps.checkpoint import file_identity
+    if data_root is None:
+        return None
+    for rel, identity in (run.get("data") or {}).items():
+        if file_identity(Path(data_root) / rel) != identity:
+            return f"the data file {Path(data_root) / rel} changed since the stage read it"
+    return None
+
+
 def finished(folder: Path, params: dict, space: str, stage: str, inputs: dict, redo: bool, outputs: list[str],
-             cli_space: str, out: Path, log=None, checkpoint: Path | None = None) -> bool:
+             cli_space: str, out: Path, log=None, checkpoint: Path | None = None, data_root: Path | None = None) -> bool:
     """Whether ``stage`` is up to date in ``folder``: same params, same inputs, and every output present and still
     the file the stage wrote. Raises EpsError when it finished with other params and ``redo`` is not set; False
     means: (re)compute it (a damaged output is recomputed, resuming from the stage's last checkpoint)."""
@@ -212,6 +225,8 @@ def finished(folder: Path, params: dict, space: str, stage: str, inputs: dict, r
                        f"own params: --params {folder / PARAMS_FILE}")
     if run.get("inputs") != inputs:
         return False
+    if changed_data(run, data_root):  # rerun: the checkpoint's identity names the file (one line)
+        return False
     damage = damaged_output(folder, run)
     if damage:
         if checkpoint is not None and not checkpoint.exists():
@@ -224,23 +239,30 @@ def finished(folder: Path, params: dict, space: str, stage: str, inputs: dict, r
     return True
 
 
+def check_run(root: Path, space: str, out: Path) -> None:
+    """EpsError unless the finished stages under ``root`` form one run: each stage's outputs are the files it wrote,
+    and each stage was made from its upstream's current outputs."""
+    from eps.spaces import cli_name
+    for stage in ("warmup", "search", "select", "retrain"):
+        found = read(root / stage)
+        if found is None:
+            continue
+        problem = damaged_output(root / stage, found[1]) or changed_input(root, found[1])
+        if problem:
+            raise EpsError(f"{problem}; rerun `eps stage {stage} --space {cli_name(space)} --out {out} --params "
+                           f"{root / stage / PARAMS_FILE}`, then `eps report` again")
+
+
 def params_for_report(root: Path, space: str, params: dict, explicit: bool, out: Path) -> dict:
-    """The params a report of the run folder ``root`` shows, after checking that the finished stages form one run
-    (each stage's outputs as it wrote them, each stage made from its upstream's current outputs; else EpsError).
+    """The params a report of the run folder ``root`` shows.
 
     Without ``explicit`` params (no ``--params``): the run's own, each stage's keys from that stage's record (a stage
     DVC did not rerun keeps its own settings; the others come from the latest record); ``params`` when nothing is
     recorded. With ``explicit`` params, every finished stage must have been made with them."""
     from eps.config import load_params
     from eps.errors import ConfigError
-    from eps.spaces import cli_name
     finished = [(stage, found) for stage in ("warmup", "search", "select", "retrain")
                 if (found := read(root / stage)) is not None]
-    for stage, (_, run) in finished:
-        problem = damaged_output(root / stage, run) or changed_input(root, run)
-        if problem:
-            raise EpsError(f"{problem}; rerun `eps stage {stage} --space {cli_name(space)} --out {out} --params "
-                           f"{root / stage / PARAMS_FILE}`, then `eps report` again")
     if explicit:
         for stage, (recorded, _) in finished:
             diff = differences(stage_params(recorded, space, stage), stage_params(params, space, stage))

@@ -199,6 +199,9 @@ def _report(space_name: str, params: dict, out: str | Path, explicit: bool) -> s
     curve_text = curve_file.text()
     rows = curve_file.check(lambda: _curve_rows(curve_text)) if curve_text is not None else []
 
+    # the files parse; now that they are the ones the stages wrote, from each other's outputs (pipeline/record.py)
+    record.check_run(paths.root, space_name, Path(out))
+
     # ---- write
     d.mkdir(parents=True, exist_ok=True)
     if drawing is not None:

@@ -223,7 +223,7 @@ def _up_to_date(paths: RunPaths, stage: str, params: dict, space_name: str, inpu
     # select has no checkpoint: it recomputes in seconds
     ckpt_file = None if stage == "select" else paths.work(stage) / "last.pt"
     if record.finished(paths.stage(stage), params, space_name, stage, inputs, redo, outputs, cli_name(space_name),
-                       paths.out, log=log, checkpoint=ckpt_file):
+                       paths.out, log=log, checkpoint=ckpt_file, data_root=data_root(params)):
         log(f"{stage}: up to date ({paths.stage(stage)} was made with these params and inputs; --redo recomputes it)")
         return True
     if redo and distributed.is_main():
@@ -247,7 +247,7 @@ def _warmup(space_name: str, params: dict, paths: RunPaths, restart: bool, secti
                                            "last_train_loss": result.last_train_loss,
                                            "nonfinite_skipped": result.nonfinite_skipped})
         eio.write_json(d / "timing.json", {"seconds": result.seconds, "resumed_from": result.resumed_from})
-        record.write(d, params, space_name, "warmup", {})
+        record.write(d, params, space_name, "warmup", {}, data=data)
     log(f"warmup: {result.iterations} iterations in {result.seconds:.1f}s -> {paths.stage('warmup')}")
     return {"iterations": result.iterations}
 
@@ -340,7 +340,7 @@ def _search(space_name: str, params: dict, paths: RunPaths, restart: bool, uses_
         eio.write_json(d / "timing.json", {"seconds": result.seconds, "resumed_from": result.resumed_from,
                                           "seconds_per_round": result.seconds / max(1, result.rounds)})
         record.write(d, params, space_name, "search", {"warmup/supernet.pt": warm_digest},
-                     strategy=cfg["strategy"])
+                     strategy=cfg["strategy"], data=data)
     log(f"search: {result.iterations} iterations, {result.rounds} rounds in {result.seconds:.1f}s "
         f"-> {paths.stage('search')}")
     return {"iterations": result.iterations}
@@ -503,6 +503,6 @@ def _retrain_locked(space_name, params, paths: RunPaths, restart, arch, section,
         curves.publish([curves.retrain_row(r) for r in hist], d / "dvclive")
         eio.write_json(d / "metrics.json", {"epochs": len(hist), "params": space.num_params(cell), **final})
         eio.write_json(d / "timing.json", timing)
-        record.write(d, params, space_name, "retrain", inputs, arch=arch, precision=task.precision)
+        record.write(d, params, space_name, "retrain", inputs, arch=arch, precision=task.precision, data=data)
     log(f"retrain: {len(hist)} epochs -> {paths.stage('retrain')}")
     return final

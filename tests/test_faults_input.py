@@ -20,7 +20,7 @@ import yaml
 
 from eps.errors import EpsError
 from eps.selection import check_snapshot, collect_candidates, snapshot_winner
-from tests.conftest import EPS, REPO, TINY_NB201, eps_env, run_eps
+from tests.conftest import EPS, REPO, TINY_NB201, eps_env, resign, run_eps
 
 NB201_ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
 RNN_ARCH = ("Genotype(recurrent=[('sigmoid', 0), ('relu', 1), ('relu', 1), ('identity', 1), ('tanh', 2), "
@@ -169,7 +169,14 @@ def test_select_history_record_without_columns(finished_run, tmp_path):
     with (out / "nb201/search/history.jsonl").open("a") as f:
         f.write('{"iteration": 70, "arch": 5}\n')
     before = snapshot_of(out / "nb201/select")
-    proc = run_eps("stage", "select", "--params", params, "--out", out, check=False)
+    # the search's record knows its history: an appended line makes it another file
+    proc = run_eps("stage", "select", "--params", params, "--out", out, "--redo", check=False)
+    one_line_error(proc, "history.jsonl is not the file the stage wrote", "eps stage search")
+    assert snapshot_of(out / "nb201/select") == before
+    # a history without a record (imported, or written by an older eps) is read, and the bad record named
+    for name in ("params.yaml", "run.json"):
+        (out / "nb201/search" / name).unlink()
+    proc = run_eps("stage", "select", "--params", params, "--out", out, "--redo", check=False)
     one_line_error(proc, "iteration 70", "missing key(s) loss, count", "eps stage search")
     assert snapshot_of(out / "nb201/select") == before
 
@@ -239,6 +246,7 @@ def test_report_shows_values_from_files_verbatim(finished_run, tmp_path):
     data = json.loads(path.read_text())
     data["prior_free"]["arch"] = "[/bold] [red]x"
     path.write_text(json.dumps(data))
+    resign(path.parent)
     run_eps("report", "--space", "nb201", "--params", params, "--out", out)
     assert "[/bold] [red]x" in (out / "nb201/report/report.txt").read_text()
 
@@ -483,7 +491,12 @@ def test_search_refuses_a_warmup_file_of_another_supernet(finished_run, tmp_path
     cfg = yaml.safe_load(params.read_text())
     cfg["nb201"]["space"]["channels"] = 8
     other = write(tmp_path / "other.yaml", yaml.safe_dump(cfg))
-    proc = run_eps("stage", "search", "--params", other, "--out", out, "--restart", check=False)
+    proc = run_eps("stage", "search", "--params", other, "--out", out, "--redo", check=False)
+    one_line_error(proc, "warmup was made with other params", "space.channels", "eps stage warmup")
+    # a warm-up file without its record (an older eps): its tensors tell
+    for name in ("params.yaml", "run.json"):
+        (out / "nb201/warmup" / name).unlink()
+    proc = run_eps("stage", "search", "--params", other, "--out", out, "--redo", check=False)
     one_line_error(proc, "supernet.pt", "eps stage warmup")
 
 

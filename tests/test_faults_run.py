@@ -16,7 +16,7 @@ import yaml
 
 from eps import checkpoint
 from eps import io as eio
-from tests.conftest import DATA_ROOT, EPS, eps_env, run_eps, write_tiny_params
+from tests.conftest import DATA_ROOT, EPS, eps_env, resign, run_eps, write_tiny_params
 
 # warm-up of 0 iterations: the search runs without the warm-up stage; 6 rounds, a checkpoint after each
 SHORT = dict(warmup=dict(iterations=0), search=dict(iterations=60, val_interval=10, checkpoint_every=1))
@@ -51,10 +51,14 @@ def ref(tmp_path_factory):
     return params, d / "runs"
 
 
-def copy_run(ref, tmp_path) -> tuple[Path, Path, Path]:
-    """A copy of the finished reference run: (params, out, .work/search)."""
+def copy_run(ref, tmp_path, finished: bool = True) -> tuple[Path, Path, Path]:
+    """A copy of the finished reference run: (params, out, .work/search). ``finished=False``: without the search's
+    record, so a rerun goes through its checkpoints (as after `dvc repro` removed the outputs, or an older eps)
+    instead of being up to date."""
     params, out = ref
     shutil.copytree(out, tmp_path / "runs")
+    if not finished:
+        (tmp_path / "runs/nb201/search/params.yaml").unlink()
     return params, tmp_path / "runs", tmp_path / "runs/nb201/.work/search"
 
 
@@ -100,7 +104,7 @@ def test_second_writer_fails_at_once_and_first_finishes_undisturbed(tmp_path):
 # ---- 2. checkpoints that do not fit the history, the data, or the run ----------------------------------------------
 
 def test_history_shorter_than_checkpoint_is_refused_never_padded(ref, tmp_path):
-    params, out, work = copy_run(ref, tmp_path)
+    params, out, work = copy_run(ref, tmp_path, finished=False)
     (work / "last.pt").unlink()
     (work / "history.jsonl").unlink()  # prev.pt stays: it records more history than there is
     proc = run_eps("stage", "search", "--params", params, "--out", out, check=False, one_thread=True)
@@ -122,7 +126,8 @@ def test_history_cut_falls_back_to_the_checkpoint_it_fits_and_other_content_is_r
     proc = run_eps("stage", "search", "--params", params, "--out", out, one_thread=True)
     assert "using the previous checkpoint" in proc.stderr
     same_search_outputs(ref[1] / "nb201/search", out / "nb201/search")
-    # same length, other content: no checkpoint belongs to it
+    # same length, other content: no checkpoint belongs to it (outputs unfinished, so the checkpoints decide)
+    (out / "nb201/search/params.yaml").unlink()
     data = bytearray((work / "history.jsonl").read_bytes())
     data[10:14] = b"9999" if data[10:14] != b"9999" else b"8888"
     (work / "history.jsonl").write_bytes(bytes(data))
@@ -131,7 +136,7 @@ def test_history_cut_falls_back_to_the_checkpoint_it_fits_and_other_content_is_r
 
 
 def test_checkpoint_missing_keys_or_corrupt_uses_prev_and_keeps_it(ref, tmp_path):
-    params, out, work = copy_run(ref, tmp_path)
+    params, out, work = copy_run(ref, tmp_path, finished=False)
     assert iteration_of(work / "prev.pt") == 50 and iteration_of(work / "last.pt") == 60
     good_prev = (work / "prev.pt").read_bytes()
     # a valid checksum, but no controller state
@@ -143,7 +148,8 @@ def test_checkpoint_missing_keys_or_corrupt_uses_prev_and_keeps_it(ref, tmp_path
     same_search_outputs(ref[1] / "nb201/search", out / "nb201/search")
     # the bad last.pt was replaced, not rotated over the good prev.pt
     assert (work / "prev.pt").read_bytes() == good_prev and iteration_of(work / "last.pt") == 60
-    # a corrupt last.pt (checksum): the same
+    # a corrupt last.pt (checksum): the same (the outputs unfinished again, so the rerun reads its checkpoints)
+    (out / "nb201/search/params.yaml").unlink()
     data = bytearray((work / "last.pt").read_bytes())
     data[-10] ^= 0xFF
     (work / "last.pt").write_bytes(bytes(data))
@@ -257,7 +263,7 @@ def test_oserror_at_the_cli_is_one_line_naming_the_path(tmp_path, monkeypatch):
 
 
 def test_failed_restart_leaves_the_previous_outputs_as_one_set(ref, tmp_path, monkeypatch):
-    """search --restart with other params fails while writing its outputs (disk full at supernet.pt): the folder
+    """search --redo with other params fails while writing its outputs (disk full at supernet.pt): the folder
     keeps the previous run's complete set, never a new history beside the old supernet."""
     from typer.testing import CliRunner
     from pipeline import cli
@@ -274,7 +280,7 @@ def test_failed_restart_leaves_the_previous_outputs_as_one_set(ref, tmp_path, mo
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        res = CliRunner().invoke(cli.app, ["stage", "search", "--params", str(other), "--out", str(out), "--restart"])
+        res = CliRunner().invoke(cli.app, ["stage", "search", "--params", str(other), "--out", str(out), "--redo"])
     finally:
         torch.set_num_threads(threads)
     assert res.exit_code == 2, res.output
@@ -294,6 +300,7 @@ def test_swap_interrupted_by_a_crash_is_finished_or_undone(ref, tmp_path):
     os.rename(root / "search", root / ".search.old")
     shutil.copytree(root / ".search.old", root / ".search.staging")
     (root / ".search.staging/timing.json").write_text('{"new": true}\n')
+    resign(root / ".search.staging")  # a complete new set carries its own record
     run_eps("stage", "select", "--params", params, "--out", out, one_thread=True)  # reads search/, finishes the swap
     assert json.loads((root / "search/timing.json").read_text()) == {"new": True}
     assert not (root / ".search.old").exists() and not (root / ".search.staging").exists()
