@@ -5,6 +5,8 @@ parameter counts, params sections from the space's own defaults, and a tiny warm
 regression on the reference implementation's published run."""
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ import yaml
 from eps.config import load_params
 from eps.errors import ArchError, SpaceError
 from eps.spaces import BUILTIN, check_space, get_space, register_ref, registered
-from tests.conftest import DATA_ROOT, REPO, TINY_NB201, run_eps
+from tests.conftest import DATA_ROOT, REPO, TINY_NB201, eps_env, run_eps
 from tests.test_darts_rnn import TINY as TINY_RNN
 
 EXAMPLE = "examples/chain_space.py:ChainSpace"
@@ -113,9 +115,11 @@ def test_tiny_pipeline_through_the_cli(name, tmp_path):
     metrics = json.loads((root / "retrain" / "metrics.json").read_text())
     assert json.loads((root / "retrain" / "run.json").read_text())["arch"] == chosen
     assert metrics["params"] == sp.num_params(sp.decode(chosen))
-    # a rebuilt trained network from the plain model file, for any space
-    import eps
-    assert sum(p.numel() for p in eps.load_model(root).parameters()) >= metrics["params"]
+    # a rebuilt trained network from the plain model file (a fresh process: this one's registry may hold another
+    # copy of a plugin space under the same name)
+    code = f"import eps; print(sum(p.numel() for p in eps.load_model({str(root)!r}).parameters()))"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=eps_env(True))
+    assert proc.returncode == 0 and int(proc.stdout.strip()) >= metrics["params"], proc.stderr
     assert (root / "report" / "report.txt").read_text().strip()
 
 
