@@ -38,20 +38,26 @@ def load_cifar10(root: str | Path, train: bool = True, download: bool = True) ->
     fetches the archive (md5-checked too). Offline, a clear DataError says where the files must go.
     """
     from torchvision.datasets import CIFAR10
+    return _torchvision(CIFAR10, "CIFAR-10", "cifar-10-batches-py", root, train, download,
+                        "set EPS_DATA_DIR or data_root to the folder that holds it",
+                        "put the python batches there or set EPS_DATA_DIR")
 
+
+def _torchvision(cls, name: str, folder: str, root, train: bool, download: bool, fix: str, fix_download: str):
+    """A torchvision CIFAR dataset as (uint8 [N, 3, 32, 32], int64 [N]); torchvision checks the md5s. Missing or
+    corrupt files: downloaded when ``download`` is set, else (or when that fails) one DataError line with the fix."""
     root = Path(root)
     try:
-        ds = CIFAR10(str(root), train=train, download=False)
+        ds = cls(str(root), train=train, download=False)
     except RuntimeError:
         if not download:
-            raise DataError(f"CIFAR-10 not found or corrupt (md5 mismatch) under {root}/cifar-10-batches-py; "
-                            f"set EPS_DATA_DIR or data_root to the folder that holds it") from None
+            raise DataError(f"{name} not found or corrupt (md5 mismatch) under {root}/{folder}; {fix}") from None
         try:
             root.mkdir(parents=True, exist_ok=True)
-            ds = CIFAR10(str(root), train=train, download=True)
+            ds = cls(str(root), train=train, download=True)
         except Exception as err:
-            raise DataError(f"CIFAR-10 not found or corrupt under {root}/cifar-10-batches-py and the download failed "
-                            f"({type(err).__name__}); put the python batches there or set EPS_DATA_DIR") from None
+            raise DataError(f"{name} not found or corrupt under {root}/{folder} and the download failed "
+                            f"({type(err).__name__}); {fix_download}") from None
     images = torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))
     labels = torch.tensor(ds.targets, dtype=torch.int64)
     return images, labels
@@ -65,25 +71,9 @@ def load_cifar100(root: str | Path, train: bool = True, download: bool = True) -
     files come from and where they must go.
     """
     from torchvision.datasets import CIFAR100
-
-    root = Path(root)
     fix = (f"download {CIFAR100_URL} and unpack it under {root}, or set EPS_DATA_DIR or data_root to the folder "
            f"that holds cifar-100-python")
-    try:
-        ds = CIFAR100(str(root), train=train, download=False)
-    except RuntimeError:
-        if not download:
-            raise DataError(f"CIFAR-100 not found or corrupt (md5 mismatch) under {root}/cifar-100-python; {fix}") \
-                from None
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-            ds = CIFAR100(str(root), train=train, download=True)
-        except Exception as err:
-            raise DataError(f"CIFAR-100 not found or corrupt under {root}/cifar-100-python and the download failed "
-                            f"({type(err).__name__}); {fix}") from None
-    images = torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))
-    labels = torch.tensor(ds.targets, dtype=torch.int64)
-    return images, labels
+    return _torchvision(CIFAR100, "CIFAR-100", "cifar-100-python", root, train, download, fix, fix)
 
 
 def load_split(root: str | Path, n: int = 50000, log=None, file: str = SPLIT_FILE,
