@@ -209,7 +209,7 @@ def changed_data(run: dict, data_root: Path | None) -> str | None:
 
 
 def finished(folder: Path, params: dict, space: str, stage: str, inputs: dict, redo: bool, outputs: list[str],
-             cli_space: str, out: Path, log=None, checkpoint: Path | None = None, data_root: Path | None = None) -> bool:
+             log=None, checkpoint: Path | None = None, data_root: Path | None = None) -> bool:
     """Whether ``stage`` is up to date in ``folder``: same params, same inputs, and every output present and still
     the file the stage wrote. Raises EpsError when it finished with other params and ``redo`` is not set; False
     means: (re)compute it (a damaged output is recomputed, resuming from the stage's last checkpoint)."""
@@ -253,7 +253,7 @@ def check_run(root: Path, space: str, out: Path) -> None:
                            f"{root / stage / PARAMS_FILE}`, then `eps report` again")
 
 
-def params_for_report(root: Path, space: str, params: dict, explicit: bool, out: Path) -> dict:
+def params_for_report(root: Path, space: str, params: dict, explicit: bool) -> dict:
     """The params a report of the run folder ``root`` shows.
 
     Without ``explicit`` params (no ``--params``): the run's own, each stage's keys from that stage's record (a stage

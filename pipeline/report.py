@@ -134,7 +134,7 @@ def report(space_name: str, params: dict, out: str | Path, explicit: bool = True
 def _report(space_name: str, params: dict, out: str | Path, explicit: bool) -> str:
     paths = RunPaths(out, space_name)
     # A run folder is reported with the params it was made with: those it recorded, or explicit ones that agree.
-    params = record.params_for_report(paths.root, space_name, params, explicit, Path(out))
+    params = record.params_for_report(paths.root, space_name, params, explicit)
     space = get_space(space_name, params[space_name])
     d = paths.stage("report")
     bench = benchmark_of(space, data_root(params))

@@ -222,8 +222,8 @@ def _up_to_date(paths: RunPaths, stage: str, params: dict, space_name: str, inpu
         record.check_upstream(paths.root, paths.out, space_name, stage, params, cli_name(space_name))
     # select has no checkpoint: it recomputes in seconds
     ckpt_file = None if stage == "select" else paths.work(stage) / "last.pt"
-    if record.finished(paths.stage(stage), params, space_name, stage, inputs, redo, outputs, cli_name(space_name),
-                       paths.out, log=log, checkpoint=ckpt_file, data_root=data_root(params)):
+    if record.finished(paths.stage(stage), params, space_name, stage, inputs, redo, outputs, log=log,
+                       checkpoint=ckpt_file, data_root=data_root(params)):
         log(f"{stage}: up to date ({paths.stage(stage)} was made with these params and inputs; --redo recomputes it)")
         return True
     if redo and distributed.is_main():

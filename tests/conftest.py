@@ -86,3 +86,13 @@ def resign(folder: Path) -> None:
     run = json.loads((folder / RUN_FILE).read_text())
     run["outputs"] = _digests(folder)
     (folder / RUN_FILE).write_text(json.dumps(run))
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """One finished tiny nb201 run (every stage and the report), once per test module: (params, out)."""
+    d = tmp_path_factory.mktemp("finished")
+    params = d / "tiny.yaml"
+    params.write_text(yaml.safe_dump(TINY_NB201))
+    run_eps("run", "--params", params, "--out", d / "runs", one_thread=True)
+    return params, d / "runs"

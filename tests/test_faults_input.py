@@ -144,16 +144,6 @@ def test_arch_params_malformed_arch_is_one_line(space, text, needle):
 
 # ------------------------------------------------------------------------------------------------ 7. odd artifacts
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    """One finished tiny run (every stage and the report): (params, out)."""
-    d = tmp_path_factory.mktemp("finished")
-    params = d / "tiny.yaml"
-    params.write_text(yaml.safe_dump(TINY_NB201))
-    run_eps("run", "--params", params, "--out", d / "runs", one_thread=True)
-    return params, d / "runs"
-
-
 def copy_run(finished_run, tmp_path) -> tuple[Path, Path]:
     params, out = finished_run
     shutil.copytree(out, tmp_path / "runs")

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from eps import plotting
 from eps import report as rep
@@ -21,21 +20,11 @@ from eps.errors import DataError
 from eps.metrics import kendall_tau
 from eps.space import HasOptimum
 from eps.spaces.nb201.groundtruth import GroundTruth
-from tests.conftest import DATA_ROOT, EPS, TINY_NB201, eps_env, run_eps
+from tests.conftest import DATA_ROOT, EPS, eps_env, run_eps
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 BOX = "│┃┆┊║─━┄┈═┌┐└┘├┤┬┴┼┏┓┗┛┡┩┣┫┳┻╇╋╭╮╯╰"
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    """One finished tiny run (every stage and the report): (params, out)."""
-    d = tmp_path_factory.mktemp("finished")
-    params = d / "tiny.yaml"
-    params.write_text(yaml.safe_dump(TINY_NB201))
-    run_eps("run", "--params", params, "--out", d / "runs", one_thread=True)
-    return params, d / "runs"
 
 
 @pytest.fixture
