@@ -215,7 +215,7 @@ def _stage(name: str):
     @friendly
     def command(space: str = SpaceOpt, params: Optional[Path] = ParamsOpt, out: Path = OutOpt,
                 restart: bool = RestartOpt, redo: bool = RedoOpt):
-        from pipeline import stages
+        from eps.pipeline import stages
         name_, p = _params(params, space)
         getattr(stages, name)(name_, p, out, restart=restart or redo, redo=redo)
     command.__doc__ = {"warmup": "Train the supernet by uniform sampling over the whole space.",
@@ -237,7 +237,7 @@ def stage_retrain(space: str = SpaceOpt, params: Optional[Path] = ParamsOpt, out
                       None, "--arch", help="Retrain this architecture (the space's notation) instead of the "
                                            "selection in OUT/SPACE/select/arch.txt.")):
     """Train the chosen architecture from scratch and report its test metrics."""
-    from pipeline import stages
+    from eps.pipeline import stages
     name, p = _params(params, space)
     if arch is not None:
         from eps.spaces import get_space
@@ -251,7 +251,7 @@ def run(space: str = SpaceOpt, params: Optional[Path] = ParamsOpt, out: Path = O
         redo: bool = typer.Option(False, "--redo", help="Replace a stage's finished outputs when they were made with "
                                                         "other params (implies --restart).")):
     """Run warmup, search, select and retrain in order, then print the report."""
-    from pipeline import stages, report as report_stage
+    from eps.pipeline import stages, report as report_stage
     name, p = _params(params, space)
     for stage in stages.STAGES:
         getattr(stages, stage)(name, p, out, restart=restart or redo, redo=redo)
@@ -266,7 +266,7 @@ def report(space: Optional[str] = typer.Option(None, "--space", "-s", autocomple
     """Print rich summaries of the finished stages and write PNG plots to OUT/SPACE/report/.
 
     A finished run is reported with the params it recorded, unless --params is given."""
-    from pipeline import report as report_stage
+    from eps.pipeline import report as report_stage
     name, p = _params(params, space)
     for each in ([name] if name else p["spaces"]):
         report_stage.report(each, p, out, explicit=params is not None)
@@ -376,7 +376,7 @@ def study_correlation(space: str = SpaceOpt,
     """Train one supernet per arm (study.arms; default RandomNAS vs EPS) and seed; compare how they rank cells
     against the ground truth."""
     from eps.errors import ConfigError
-    from pipeline import study
+    from eps.pipeline import study
     overrides: dict = {}
     if iterations is not None:
         overrides["iterations"] = iterations

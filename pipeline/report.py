@@ -24,8 +24,8 @@ from eps.errors import EpsError
 from eps.selection import check_snapshot
 from eps.space import Drawable, HasOptimum, benchmark_of
 from eps.spaces import cli_name, get_space
-from pipeline import record
-from pipeline.stages import RunPaths, load_history, locked
+from eps.pipeline import record
+from eps.pipeline.stages import RunPaths, load_history, locked
 
 _CONTENT_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError, csv.Error)
 

@@ -49,7 +49,7 @@ from eps.selection import choose, collect_candidates
 from eps.space import DescribesInput, DistributedTask, benchmark_of
 from eps.spaces import cli_name, get_space
 from eps.train.common import SEED_OFFSET, resolve_device, seed_everything
-from pipeline import curves, record
+from eps.pipeline import curves, record
 
 STAGES = ("warmup", "search", "select", "retrain")
 

@@ -21,7 +21,7 @@ from eps.errors import EpsError
 from eps.space import HasBenchmark
 from eps.spaces import get_space, registered, space_class
 from eps.train.common import resolve_device
-from pipeline.stages import RunPaths, locked, log
+from eps.pipeline.stages import RunPaths, locked, log
 
 
 def correlation(space_name: str, params: dict, out: str | Path, restart: bool = False) -> dict:

@@ -82,7 +82,7 @@ def resign(folder: Path) -> None:
     """Update a finished stage's record (``run.json`` outputs digests) after a test edited its files on purpose, as
     if the stage had written them: for tests of what the report shows, not of damage detection."""
     import json
-    from pipeline.record import RUN_FILE, _digests
+    from eps.pipeline.record import RUN_FILE, _digests
     run = json.loads((folder / RUN_FILE).read_text())
     run["outputs"] = _digests(folder)
     (folder / RUN_FILE).write_text(json.dumps(run))

@@ -88,7 +88,7 @@ def test_params_reads_params_yaml_of_the_working_directory(tmp_path):
 def test_redo_and_explicit_params_reach_the_stage_functions(tmp_path, monkeypatch):
     """In-process with the stage functions replaced: what the options turn into, without training anything."""
     from typer.testing import CliRunner
-    from pipeline import cli, report, stages
+    from eps.pipeline import cli, report, stages
     calls = []
     for name in STAGES:
         monkeypatch.setattr(stages, name, lambda *a, _n=name, **kw: calls.append((_n, kw)))

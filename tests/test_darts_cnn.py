@@ -414,7 +414,7 @@ def test_ddp_retrain_two_processes_gives_identical_weights(tmp_path):
     arch_file = tmp_path / "out" / "darts-cnn" / "select" / "arch.txt"
     arch_file.parent.mkdir(parents=True)
     arch_file.write_text(DARTS_V2 + "\n")
-    cmd = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "pipeline.cli",
+    cmd = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "eps.pipeline.cli",
            "stage", "retrain", "--space", "darts-cnn", "--params", str(p), "--out", "out"]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=eps_env(one_thread=True), timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -433,7 +433,7 @@ def test_ddp_retrain_two_processes_gives_identical_weights(tmp_path):
 
 @needs_cifar
 def test_retrain_resumes_after_interruption(tmp_path, monkeypatch):
-    from pipeline import stages
+    from eps.pipeline import stages
     from eps.spaces.darts_cnn.retrain import DartsRetrainTask
 
     monkeypatch.setenv("EPS_PROGRESS", "0")

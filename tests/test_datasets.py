@@ -330,7 +330,7 @@ def test_ground_truth_columns_follow_the_dataset(tmp_path):
 @needs_gt
 @pytest.mark.parametrize("dataset", ["cifar100", "imagenet16-120"])
 def test_tiny_search_on_each_dataset(dataset, tmp_path, monkeypatch):
-    from pipeline import report, stages
+    from eps.pipeline import report, stages
 
     data = tmp_path / "data"
     if dataset == "cifar100":

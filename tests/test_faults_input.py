@@ -319,7 +319,10 @@ def test_double_ctrl_c_exits_quietly_with_130(tmp_path, gap):
 # ------------------------------------------------------------------------------------------------ 10. DVC deps
 
 def _module_file(name: str) -> Path | None:
-    p = REPO.joinpath(*name.split("."))
+    parts = name.split(".")
+    if parts[:2] == ["eps", "pipeline"]:  # installed as eps.pipeline, kept in the repository as pipeline/
+        parts = parts[1:]
+    p = REPO.joinpath(*parts)
     if (p / "__init__.py").exists():
         return p / "__init__.py"
     return p.with_suffix(".py") if p.with_suffix(".py").exists() else None
@@ -371,7 +374,7 @@ def _cli_command_modules(command: str) -> set[Path]:
     def is_command(fn) -> bool:
         return fn.name == "_stage" or any(".command" in ast.unparse(d) for d in fn.decorator_list)
     kept = [n for n in tree.body if not (isinstance(n, ast.FunctionDef) and is_command(n) and n.name != command)]
-    roots = _imports(kept, "pipeline.cli", False) - {"pipeline.cli"}
+    roots = _imports(kept, "eps.pipeline.cli", False) - {"eps.pipeline.cli"}
     return {REPO / "pipeline/cli.py"} | {_module_file(m) for m in _closure(roots)}
 
 
@@ -446,7 +449,7 @@ def test_dvc_params_cover_what_the_nb201_stages_read(tmp_path, one_thread, monke
     """Run the stages in this process on params that record each key read: every key (but the machine's `device`
     and `data_root`) is covered by the stage's params in dvc.yaml."""
     from eps.config import load_params
-    from pipeline import record, report, stages
+    from eps.pipeline import record, report, stages
     # The check that an upstream stage was made with the current params reads the upstream's keys; DVC tracks those
     # through the upstream's outputs, so they are not this stage's params.
     monkeypatch.setattr(record, "check_upstream", lambda *args, **kwargs: None)

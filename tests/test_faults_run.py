@@ -251,7 +251,7 @@ def test_out_naming_a_regular_file_is_one_line(tmp_path):
 
 def test_oserror_at_the_cli_is_one_line_naming_the_path(tmp_path, monkeypatch):
     from typer.testing import CliRunner
-    from pipeline import cli, stages
+    from eps.pipeline import cli, stages
 
     def boom(*a, **k):
         raise OSError(errno.EIO, "Input/output error", str(tmp_path / "x"))
@@ -266,7 +266,7 @@ def test_failed_restart_leaves_the_previous_outputs_as_one_set(ref, tmp_path, mo
     """search --redo with other params fails while writing its outputs (disk full at supernet.pt): the folder
     keeps the previous run's complete set, never a new history beside the old supernet."""
     from typer.testing import CliRunner
-    from pipeline import cli
+    from eps.pipeline import cli
     params, out, work = copy_run(ref, tmp_path)
     other = write_tiny_params(tmp_path, warmup=dict(iterations=0),
                               search=dict(iterations=20, val_interval=10, checkpoint_every=1, lr=0.05))

@@ -52,7 +52,7 @@ RNN_RETRAIN = {"epochs": 2, "train_subset": 2000, "valid_subset": 300, "test_sub
 
 def _retrain(tmp_path_factory, space: str, cfg: dict, arch: str) -> tuple[dict, Path]:
     """(params, output root) of an in-process retrain stage of ``arch`` with the tiny ``cfg``."""
-    from pipeline import stages
+    from eps.pipeline import stages
     params = load_params(None, {**cfg, "data_root": str(DATA_ROOT)})
     out = tmp_path_factory.mktemp(space)
     with pytest.MonkeyPatch.context() as mp:

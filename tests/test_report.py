@@ -143,7 +143,7 @@ def test_plain_text_ignores_the_environment(monkeypatch):
 def _new_layout(root: Path, rounds: int) -> dict:
     """The run as the stages write it, with figures no tiny run gives (``rounds``, bf16 precision) written into its
     files and their records kept consistent (as a stage that computed them would have)."""
-    from pipeline.record import _digests
+    from eps.pipeline.record import _digests
     search = json.loads((root / "search/metrics.json").read_text())
     search["rounds"] = rounds
     (root / "search/metrics.json").write_text(json.dumps(search))
@@ -185,7 +185,7 @@ def test_damaged_run_json_is_one_line_naming_it(run_copy):
 def test_report_plots_have_titles_units_and_reference_lines(run_copy, bench, monkeypatch):
     """The figures the report saves, caught before saving: titles, units, integer epochs, the benchmark optimum and
     the chosen cell, Kendall tau of the final population as the history gives it."""
-    from pipeline import report
+    from eps.pipeline import report
     from eps.config import load_params
     params_file, out = run_copy
     root = out / "nb201"

@@ -21,7 +21,7 @@ from eps.evolution import Controller
 from eps.search import run_search
 from eps.spaces import get_space
 from eps.train.common import seed_everything
-from pipeline import study as study_stage
+from eps.pipeline import study as study_stage
 from tests.conftest import DATA_ROOT, EPS, TINY_NB201, run_eps
 
 SETS = ("uniform", "top", "population")
