@@ -1,3 +1,4 @@
+import inspect
 import os
 import subprocess
 import sys
@@ -96,3 +97,76 @@ def finished_run(tmp_path_factory):
     params.write_text(yaml.safe_dump(TINY_NB201))
     run_eps("run", "--params", params, "--out", d / "runs", one_thread=True)
     return params, d / "runs"
+
+
+# ---------------------------------------------------------------------------------------------------- test tiers
+# Every test has exactly one tier (markers registered in pyproject.toml): `unit` (in-process), `cli` (the eps command
+# in a subprocess), `e2e` (stages or a pipeline end to end, in-process, through the CLI or `dvc repro`), `distributed`
+# (torchrun, several processes). A module declares its tier with `pytestmark = pytest.mark.<tier>`; a test of another
+# tier in that module carries its own tier marker, which wins (so `-m unit` selects exactly the unit tests). `slow`
+# may be added to any test. A test without a tier, or with two at one level, fails.
+TIERS = ("unit", "cli", "e2e", "distributed")
+_TIER_PROBLEM = pytest.StashKey[str]()
+
+
+def _tiers(node) -> list[str]:
+    return list(dict.fromkeys(m.name for m in node.own_markers if m.name in TIERS))
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects and before pytest-xdist reads the xdist_group marks
+def pytest_collection_modifyitems(config, items):
+    holders = set()
+    for item in items:
+        chain = item.listchain()[::-1]  # the test itself, then its class, module ... outwards
+        tier = None
+        for node in chain:
+            found = _tiers(node)
+            if len(found) > 1:
+                item.stash[_TIER_PROBLEM] = f"several tier markers on {node.nodeid or 'the session'}: {found}"
+            if found:
+                tier = found[0]
+                break
+        for node in chain[1:]:
+            if _tiers(node):
+                holders.add(node)
+        if tier is None:
+            item.stash.setdefault(_TIER_PROBLEM, f"no tier marker: add `pytestmark = pytest.mark.<tier>` to the "
+                                                 f"module or a marker to the test, one of {', '.join(TIERS)}")
+        elif tier not in _tiers(item):
+            item.add_marker(tier)
+        if config.pluginmanager.hasplugin("xdist"):
+            # A module-scoped fixture (a finished tiny run ...) is made once per worker that runs a test using it:
+            # keep those tests on one worker (`--dist loadgroup`), so it is made once, as in a serial run.
+            if _uses_shared_fixture(item):
+                item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+            # torchrun jobs one at a time: each is already two processes (and picks its rendezvous port itself)
+            if tier == "distributed":
+                item.add_marker(pytest.mark.xdist_group("distributed"))
+    # the tier now sits on each test; outer ones would otherwise still match `-m`
+    for node in holders:
+        node.own_markers[:] = [m for m in node.own_markers if m.name not in TIERS]
+
+
+# module-scoped fixtures cheap enough to make once per worker
+_CHEAP_SHARED = {"one_thread"}
+
+
+def _uses_shared_fixture(item) -> bool:
+    """Whether ``item`` uses (directly or through another fixture) a module-, package- or session-scoped fixture of
+    this test suite (pytest's own, such as tmp_path_factory, do not count)."""
+    for name, defs in getattr(item, "_fixtureinfo").name2fixturedefs.items():
+        if not defs or name in _CHEAP_SHARED or defs[-1].scope not in ("module", "package", "session"):
+            continue
+        try:
+            where = Path(inspect.getfile(defs[-1].func)).resolve()
+        except TypeError:
+            continue
+        if where.is_relative_to(REPO / "tests"):
+            return True
+    return False
+
+
+def pytest_runtest_setup(item):
+    problem = item.stash.get(_TIER_PROBLEM, None)
+    if problem:
+        pytest.fail(f"{item.nodeid}: {problem}", pytrace=False)

@@ -8,6 +8,8 @@ import pytest
 
 from tests.conftest import DATA_ROOT, REPO
 
+pytestmark = pytest.mark.e2e
+
 
 def run_bench(*args: str) -> list[dict]:
     env = {**os.environ, "EPS_DATA_DIR": str(DATA_ROOT)}
@@ -35,6 +37,7 @@ def test_retrain_bench_images_and_tokens_per_second():
     assert lm["tokens_per_s"] > 0 and lm["bptt"] == 35
 
 
+@pytest.mark.distributed
 def test_scaling_bench_one_and_two_processes():
     (row,) = run_bench("bench.scaling", "--rounds", "1", "--procs", "1,2", "--set", "supernet.data_subset=300",
                        "--set", "search.batch_size=16", "--set", "search.population=8", "--set", "search.group=4",

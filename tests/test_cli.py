@@ -10,6 +10,8 @@ import yaml
 
 from conftest import EPS
 
+pytestmark = pytest.mark.cli
+
 STAGES = ("warmup", "search", "select", "retrain")
 BUILTIN_SPACES = ("nb201", "darts-cnn", "darts-rnn")
 
@@ -85,6 +87,7 @@ def test_params_reads_params_yaml_of_the_working_directory(tmp_path):
     assert res.stderr.strip() == "read other.yaml"
 
 
+@pytest.mark.unit
 def test_redo_and_explicit_params_reach_the_stage_functions(tmp_path, monkeypatch):
     """In-process with the stage functions replaced: what the options turn into, without training anything."""
     from typer.testing import CliRunner

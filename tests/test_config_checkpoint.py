@@ -9,6 +9,8 @@ from eps.data.augment import crop_flip
 from eps.errors import CheckpointError, ConfigError
 from tests.conftest import run_eps
 
+pytestmark = pytest.mark.unit
+
 
 def write(tmp_path, obj, name="p.yaml"):
     p = tmp_path / name
@@ -44,6 +46,7 @@ def test_all_problems_reported_at_once(tmp_path):
         assert needle in msg
 
 
+@pytest.mark.cli
 def test_cli_reports_params_errors_and_exits_nonzero(tmp_path):
     p = write(tmp_path, {"nb201": {"search": {"group": 0}}})
     proc = run_eps("stage", "search", "--space", "nb201", "--params", p, "--out", tmp_path / "r", check=False)

@@ -18,6 +18,8 @@ from eps.spaces import BUILTIN, check_space, get_space, register_ref, registered
 from tests.conftest import DATA_ROOT, REPO, TINY_NB201, eps_env, run_eps
 from tests.test_darts_rnn import TINY as TINY_RNN
 
+pytestmark = pytest.mark.unit
+
 EXAMPLE = "examples/chain_space.py:ChainSpace"
 register_ref(str(REPO / EXAMPLE))
 SPACES = [*BUILTIN, "chain"]
@@ -84,6 +86,7 @@ def test_largest_is_the_largest_and_counts_are_positive_integers(space):
         assert isinstance(n, int) and 0 < n <= biggest
 
 
+@pytest.mark.cli
 @pytest.mark.parametrize("name", SPACES)
 def test_params_section_comes_from_the_space_defaults_and_pastes_back(name, tmp_path):
     args = ["params", "--space", f"{REPO / EXAMPLE}" if name == "chain" else name]
@@ -96,6 +99,7 @@ def test_params_section_comes_from_the_space_defaults_and_pastes_back(name, tmp_
     assert load_params(pasted)[name] == section[name]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", SPACES)
 def test_tiny_pipeline_through_the_cli(name, tmp_path):
     params = tmp_path / "tiny.yaml"
@@ -123,6 +127,7 @@ def test_tiny_pipeline_through_the_cli(name, tmp_path):
     assert (root / "report" / "report.txt").read_text().strip()
 
 
+@pytest.mark.e2e
 def test_warmup_of_zero_iterations_is_optional_and_changes_nothing(tmp_path):
     cfg = tiny("chain")
     shutil.copytree(REPO / "examples", tmp_path / "examples")
@@ -165,6 +170,7 @@ def test_a_space_whose_defaults_do_not_validate_is_refused(tmp_path):
     load_params()  # every other space still validates
 
 
+@pytest.mark.cli
 def test_cli_broken_or_missing_space_is_one_line_and_others_keep_working(tmp_path):
     broken = tmp_path / "broken.py"
     broken.write_text("import numpy\nraise RuntimeError('half written')\n")
@@ -181,6 +187,7 @@ def test_cli_broken_or_missing_space_is_one_line_and_others_keep_working(tmp_pat
 REFERENCE_RUN = DATA_ROOT / "reference-runs" / "nb201-cifar10-seed111"
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(not (REFERENCE_RUN.is_dir() and (DATA_ROOT / "nb201" / "ground_truth.csv").exists()),
                     reason="reference run or NAS-Bench-201 ground truth not under the data root")
 def test_reference_run_selects_the_published_cell(tmp_path):

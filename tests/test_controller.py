@@ -4,6 +4,8 @@ import pytest
 from eps.evolution import Controller
 from eps.spaces.nb201.space import NB201Space
 
+pytestmark = pytest.mark.unit
+
 
 def make(strategy="eps", **kw):
     opts = dict(population=32, group=8, parents=4, children_per_parent=1, strategy=strategy)

@@ -35,7 +35,7 @@ DARTS_V2_CANONICAL = (
     "('max_pool_3x3', 0), ('skip_connect', 2), ('max_pool_3x3', 1), ('skip_connect', 2)], reduce_concat=[2, 3, 4, 5])")
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tiny convolutions: one thread is fastest
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_thread")]
 
 
 def space(variant="darts", **kw) -> DartsCNNSpace:
@@ -191,6 +191,7 @@ def test_darts_v2_has_3_349342_m_parameters():
     assert net.aux_after == 13 and [i for i, c in enumerate(net.cells) if c.reduction] == [6, 13]
 
 
+@pytest.mark.cli
 def test_cli_arch_params(tmp_path):
     out = run_eps("arch", "params", "--space", "darts-cnn", DARTS_V2, cwd=tmp_path, timeout=120)
     assert out.stdout.split()[0] == "3.349342"
@@ -386,6 +387,7 @@ def _eps(args, cwd, timeout=300):
     return run_eps(*args, cwd=cwd, one_thread=True, timeout=timeout)
 
 
+@pytest.mark.e2e
 @needs_cifar
 def test_cli_search_through_select_and_report(tmp_path):
     p = tiny_params(tmp_path / "tiny.yaml")
@@ -408,6 +410,7 @@ def test_cli_search_through_select_and_report(tmp_path):
     assert (root / "report" / "arch.png").stat().st_size > 10_000
 
 
+@pytest.mark.distributed
 @needs_cifar
 def test_ddp_retrain_two_processes_gives_identical_weights(tmp_path):
     p = tiny_params(tmp_path / "tiny.yaml", variant="darts")
@@ -431,6 +434,7 @@ def test_ddp_retrain_two_processes_gives_identical_weights(tmp_path):
     assert log.count("retrain: 2 epochs") == 1 and log.count("epoch 2 ") == 1   # only rank 0 reports and writes
 
 
+@pytest.mark.e2e
 @needs_cifar
 def test_retrain_resumes_after_interruption(tmp_path, monkeypatch):
     from eps.pipeline import stages

@@ -54,7 +54,7 @@ TINY = {
 }
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is fastest
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_thread")]
 
 
 def tiny_params(overrides: dict | None = None) -> dict:
@@ -234,6 +234,7 @@ def test_param_count(space):
         space.num_params(arch, layers=2)
 
 
+@pytest.mark.cli
 def test_cli_arch_params(tmp_path):
     out = run_eps("arch", "params", "--space", "darts-rnn", DARTS_V2, "--channels", "300", cwd=tmp_path,
                   one_thread=True)
@@ -472,6 +473,7 @@ def pipeline_run(tmp_path_factory):
     return out / "darts-rnn"
 
 
+@pytest.mark.e2e
 @needs_ptb
 def test_cli_search_through_select(pipeline_run):
     space = DartsRNNSpace()
@@ -489,6 +491,7 @@ def test_cli_search_through_select(pipeline_run):
     assert sel["max_params"] == space.num_params(space.largest(), channels=16)
 
 
+@pytest.mark.e2e
 @needs_ptb
 def test_cli_retrain_perplexity_falls(pipeline_run):
     rows = list(csv.DictReader((pipeline_run / "retrain" / "curve.csv").open()))

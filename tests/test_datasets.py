@@ -28,7 +28,7 @@ from eps.spaces.nb201.space import NB201Space
 from eps.train.image import ImageSupernetTask
 from tests.conftest import DATA_ROOT, TINY_NB201
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_thread")]
 CPU = torch.device("cpu")
 GT_CSV = DATA_ROOT / GROUND_TRUTH_FILE
 needs_gt = pytest.mark.skipif(not GT_CSV.is_file(), reason="no NAS-Bench-201 ground truth under the data root")
@@ -327,6 +327,7 @@ def test_ground_truth_columns_follow_the_dataset(tmp_path):
 
 # ------------------------------------------------------------------------------------------- tiny searches
 
+@pytest.mark.e2e
 @needs_gt
 @pytest.mark.parametrize("dataset", ["cifar100", "imagenet16-120"])
 def test_tiny_search_on_each_dataset(dataset, tmp_path, monkeypatch):
@@ -380,6 +381,7 @@ def test_tiny_search_on_each_dataset(dataset, tmp_path, monkeypatch):
     assert f"{short} (%)" in text and f"rank by {short} among all cells" in text and "C10 " not in text
 
 
+@pytest.mark.cli
 def test_missing_imagenet16_through_the_cli_is_one_line(tmp_path):
     import os
     import subprocess

@@ -15,7 +15,7 @@ import yaml
 from tests.conftest import DATA_ROOT, TINY_NB201, eps_env, run_eps
 
 TORCHRUN = Path(sys.executable).parent / "torchrun"
-pytestmark = pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun is not installed beside this python")
+pytestmark = [pytest.mark.distributed, pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun is not installed beside this python")]
 
 
 def _params(tmp_path, **search) -> Path:

@@ -12,6 +12,8 @@ from eps.train import common
 from eps.train.common import amp_active
 from tests.conftest import DATA_ROOT
 
+pytestmark = pytest.mark.unit
+
 
 def make_task(**keys):
     """A tiny NB201 task; ``keys`` go to the ``supernet`` section when they belong there, else to ``search``."""

@@ -27,6 +27,8 @@ from tests.conftest import DATA_ROOT, run_eps
 from tests.test_groundtruth import A0, A1, ARCHS, make_benchmark, write_table
 from tests.test_records import ROUND_100, write_record
 
+pytestmark = pytest.mark.unit
+
 HEADER = "index,arch,cifar10_valid,cifar10_test"
 GOOD_TABLE = f"{HEADER}\n0,{A0},10.0,10.0\n7,{A1},90.5,93.75\n"
 
@@ -104,6 +106,7 @@ def _records_run(tmp_path: Path, data: Path) -> tuple[Path, Path]:
     return out, params
 
 
+@pytest.mark.e2e
 def test_cli_select_refuses_bad_ground_truth_and_runs_without_absent_one(tmp_path):
     data = tmp_path / "data"
     out, params = _records_run(tmp_path, data)
@@ -172,6 +175,7 @@ def test_split_absent_is_derived_and_good_one_is_used(tmp_path):
     assert len(notes) == 1
 
 
+@pytest.mark.cli
 @pytest.mark.skipif(not (DATA_ROOT / "cifar-10-batches-py").is_dir(), reason="no CIFAR-10 under the data root")
 def test_cli_empty_split_is_named_not_a_training_loss(tmp_path, tiny_params):
     """An empty split used to end the warm-up with 'non-finite training loss ... lower the lr'."""
@@ -236,6 +240,7 @@ def test_import_refuses_code_without_running_it(tmp_path, payload, refused, lega
     assert marker.exists()
 
 
+@pytest.mark.cli
 @pytest.mark.parametrize("payload, refused", [(_System, "posix.system"), (_Exec, "exec")], ids=["os.system", "exec"])
 def test_cli_import_refuses_code_without_running_it(tmp_path, payload, refused):
     """Through the real command line: exit 2, one line on stderr, and the payload never ran."""
@@ -315,6 +320,7 @@ def test_import_official_format_with_numpy(tmp_path, variant):
     assert out.read_text() == reference.read_text()
 
 
+@pytest.mark.cli
 def test_cli_import_official_format_with_numpy(tmp_path):
     pth, reference = _numpy_benchmark(tmp_path, "legacy-numpy1-names")
     out = tmp_path / "data" / GROUND_TRUTH_FILE

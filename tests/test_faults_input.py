@@ -22,6 +22,8 @@ from eps.errors import EpsError
 from eps.selection import check_snapshot, collect_candidates, snapshot_winner
 from tests.conftest import EPS, REPO, TINY_NB201, eps_env, resign, run_eps
 
+pytestmark = pytest.mark.cli
+
 NB201_ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
 RNN_ARCH = ("Genotype(recurrent=[('sigmoid', 0), ('relu', 1), ('relu', 1), ('identity', 1), ('tanh', 2), "
             "('sigmoid', 5), ('tanh', 3), ('relu', 5)], concat=range(1, 9))")
@@ -121,6 +123,7 @@ def test_arch_params_counts_unchanged_and_explicit_default_is_the_default():
     assert proc.stdout.split()[0] == explicit.stdout.split()[0] == "1.288506"
 
 
+@pytest.mark.unit
 def test_nb201_num_params_counts_on_the_meta_device_exactly():
     """Same count as a real network, and a size no real network would fit in memory is counted without allocating."""
     from eps.spaces.nb201.model import NB201Network
@@ -154,6 +157,7 @@ def snapshot_of(folder: Path) -> dict:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.e2e
 def test_select_history_record_without_columns(finished_run, tmp_path):
     params, out = copy_run(finished_run, tmp_path)
     with (out / "nb201/search/history.jsonl").open("a") as f:
@@ -171,6 +175,7 @@ def test_select_history_record_without_columns(finished_run, tmp_path):
     assert snapshot_of(out / "nb201/select") == before
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("record,problem", [
     ({"iteration": 70, "arch": 5, "loss": [], "count": []}, "'arch' is 5, expected a list of architecture strings"),
     ({"iteration": 70, "arch": ["a", "b"], "loss": [1.0], "count": [1, 1]}, "'loss' is a list of 1, expected a list of 2"),
@@ -204,6 +209,7 @@ def _drop_key(path: Path, *keys):
     path.write_text(json.dumps(data))
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("rel,damage,needles", [
     ("search/metrics.json", _truncate, ["search/metrics.json", "not valid JSON", "eps stage search"]),
     ("retrain/metrics.json", lambda p: p.write_text("[1, 2]"), ["retrain/metrics.json", "JSON object",
@@ -229,6 +235,7 @@ def test_report_names_a_damaged_artifact_and_keeps_the_old_report(finished_run, 
     assert snapshot_of(out / "nb201/report") == before
 
 
+@pytest.mark.e2e
 def test_report_shows_values_from_files_verbatim(finished_run, tmp_path):
     """Text in an artifact is never read as rich markup (a closing tag used to crash the report)."""
     params, out = copy_run(finished_run, tmp_path)
@@ -241,6 +248,7 @@ def test_report_shows_values_from_files_verbatim(finished_run, tmp_path):
     assert "[/bold] [red]x" in (out / "nb201/report/report.txt").read_text()
 
 
+@pytest.mark.e2e
 def test_corrupt_warmup_supernet_says_to_rerun_warmup(finished_run, tmp_path):
     params, out = copy_run(finished_run, tmp_path)
     (out / "nb201/warmup/supernet.pt").write_bytes(b"not a checkpoint at all")
@@ -392,6 +400,7 @@ def _dvc_stages() -> dict:
     return {name: st.get("do", st) for name, st in stages.items()}
 
 
+@pytest.mark.unit
 def test_dvc_stages_depend_on_every_module_they_run():
     """Adding an import to a stage's code path without adding the file (or its folder) to the stage's deps fails."""
     for name, st in _dvc_stages().items():
@@ -404,6 +413,7 @@ def test_dvc_stages_depend_on_every_module_they_run():
         assert not missing, f"stage {name} runs {missing} but does not list them in deps"
 
 
+@pytest.mark.unit
 def test_dvc_module_walk_sees_the_stage_code():
     """The walk itself: stages run the spaces (through the registry's strings), the report its own modules only."""
     stage = {f.relative_to(REPO).as_posix() for f in _cli_command_modules("_stage")}
@@ -413,6 +423,7 @@ def test_dvc_module_walk_sees_the_stage_code():
     assert "pipeline/report.py" in {f.relative_to(REPO).as_posix() for f in _cli_command_modules("report")}
 
 
+@pytest.mark.unit
 def test_dvc_stages_declare_the_params_they_read():
     """Every stage goes through the CLI, which loads `plugins`; the rest is each stage's reads (see dvc.yaml)."""
     expected = {
@@ -445,6 +456,7 @@ class _Recorder(dict):
         return self[key] if key in self else default
 
 
+@pytest.mark.e2e
 def test_dvc_params_cover_what_the_nb201_stages_read(tmp_path, one_thread, monkeypatch):
     """Run the stages in this process on params that record each key read: every key (but the machine's `device`
     and `data_root`) is covered by the stage's params in dvc.yaml."""
@@ -479,6 +491,7 @@ def test_ground_truth_import_never_replaces_a_file_without_force(tmp_path):
     assert target.read_text() == "keep me\n"
 
 
+@pytest.mark.e2e
 def test_search_refuses_a_warmup_file_of_another_supernet(finished_run, tmp_path):
     params, out = copy_run(finished_run, tmp_path)
     cfg = yaml.safe_load(params.read_text())
@@ -508,6 +521,7 @@ def test_first_round_longer_than_the_search_is_refused(tmp_path):
     one_line_error(proc, "first_round_steps")
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("edit", ["infinite loss", "out of order"])
 def test_select_refuses_infinite_losses_and_reordered_histories(finished_run, tmp_path, edit):
     params, out = copy_run(finished_run, tmp_path)
@@ -540,6 +554,7 @@ def test_an_unanticipated_error_is_one_line_without_a_traceback(tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
+@pytest.mark.e2e
 def test_import_records_never_lands_beside_a_finished_search(finished_run, tmp_path):
     params, out = copy_run(finished_run, tmp_path)
     before = snapshot_of(out / "nb201/search")

@@ -18,6 +18,8 @@ from eps import checkpoint
 from eps import io as eio
 from tests.conftest import DATA_ROOT, EPS, eps_env, resign, run_eps, write_tiny_params
 
+pytestmark = pytest.mark.e2e
+
 # warm-up of 0 iterations: the search runs without the warm-up stage; 6 rounds, a checkpoint after each
 SHORT = dict(warmup=dict(iterations=0), search=dict(iterations=60, val_interval=10, checkpoint_every=1))
 OUTPUTS = ["history.jsonl", "supernet.pt", "metrics.json", "population.csv"]
@@ -239,6 +241,7 @@ def test_read_only_out_is_one_line(ref, tmp_path):
         assert "Read-only file system" in line and str(mnt / "fresh") in line
 
 
+@pytest.mark.cli
 def test_out_naming_a_regular_file_is_one_line(tmp_path):
     params = write_tiny_params(tmp_path, **SHORT)
     target = tmp_path / "afile"
@@ -249,6 +252,7 @@ def test_out_naming_a_regular_file_is_one_line(tmp_path):
     assert target.read_text() == "not a folder\n"
 
 
+@pytest.mark.unit
 def test_oserror_at_the_cli_is_one_line_naming_the_path(tmp_path, monkeypatch):
     from typer.testing import CliRunner
     from eps.pipeline import cli, stages

@@ -14,7 +14,7 @@ from eps.spaces.nb201.model import OPS
 from eps.train.common import rng_state, set_rng_state
 from tests.conftest import DATA_ROOT, run_eps, write_tiny_params
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_thread")]
 
 A = (OPS.index("nor_conv_3x3"),) * 6   # every edge a 3x3 conv
 B = (OPS.index("nor_conv_1x1"),) * 6   # every edge a 1x1 conv
@@ -131,6 +131,7 @@ def test_darts_retrain_is_fp32_by_default():
     assert defaults()["darts-cnn"]["retrain"]["amp"] is False
 
 
+@pytest.mark.e2e
 def test_first_round_can_be_longer_as_the_rnn_reference(tmp_path):
     """search.first_round_steps: 11 then rounds of 10 (the DARTS RNN reference: first fitness after 51 batches)."""
     import json

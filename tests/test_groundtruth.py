@@ -11,6 +11,8 @@ import torch
 from eps.errors import ConfigError, DataError, EpsError
 from eps.spaces.nb201.groundtruth import GROUND_TRUTH_FILE, GroundTruth, import_benchmark
 
+pytestmark = pytest.mark.unit
+
 DATA_ROOT = os.environ.get("EPS_DATA_DIR", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
 needs_data = pytest.mark.skipif(not os.path.isfile(os.path.join(DATA_ROOT, GROUND_TRUTH_FILE)),
                                 reason=f"no ground truth under {DATA_ROOT} (set EPS_DATA_DIR)")

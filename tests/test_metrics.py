@@ -7,6 +7,8 @@ import pytest
 
 from eps.metrics import kendall_tau, rank_average, spearman_rho
 
+pytestmark = pytest.mark.unit
+
 
 def brute_kendall_tau_b(x, y):
     """tau-b straight from the definition: O(n^2) loop over all pairs."""

@@ -28,7 +28,7 @@ from tests.test_darts_cnn import needs_cifar
 from tests.test_darts_rnn import TINY as TINY_RNN
 from tests.test_darts_rnn import needs_ptb
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is fastest
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_thread")]
 
 CPU = torch.device("cpu")
 NB201_ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|"
@@ -88,6 +88,7 @@ def nb201_run(tmp_path_factory):
 
 # ------------------------------------------------------------------------------------------------ the file
 
+@pytest.mark.e2e
 def test_model_file_is_plain_torch_with_every_key(nb201_run):
     params, out = nb201_run
     path = out / "nb201" / "retrain" / "model.pt"
@@ -108,6 +109,7 @@ def test_model_file_is_plain_torch_with_every_key(nb201_run):
     assert read_model(path)["weights_sha256"] == record["weights_sha256"]
 
 
+@pytest.mark.e2e
 def test_load_model_reproduces_the_test_metrics_exactly(nb201_run):
     params, out = nb201_run
     rng = torch.get_rng_state()
@@ -134,6 +136,7 @@ def test_load_model_reproduces_the_test_metrics_exactly(nb201_run):
     assert 100.0 * correct / n == pytest.approx(m["test_acc"], abs=1e-9)
 
 
+@pytest.mark.e2e
 def test_every_way_of_naming_the_run_finds_the_same_file(nb201_run):
     _, out = nb201_run
     file = out / "nb201" / "retrain" / "model.pt"
@@ -143,6 +146,7 @@ def test_every_way_of_naming_the_run_finds_the_same_file(nb201_run):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.e2e
 @needs_cifar
 def test_darts_cnn_model_file_reproduces_the_test_metrics(tmp_path_factory):
     params, out = _retrain(tmp_path_factory, "darts-cnn", TINY_CNN, S3_ARCH)
@@ -157,6 +161,7 @@ def test_darts_cnn_model_file_reproduces_the_test_metrics(tmp_path_factory):
     assert (result["test_acc"], result["test_loss"]) == (m["test_acc"], m["test_loss"])
 
 
+@pytest.mark.e2e
 @needs_ptb
 def test_darts_rnn_model_file_reproduces_the_perplexities(tmp_path_factory):
     cfg = yaml.safe_load(yaml.safe_dump(TINY_RNN))
@@ -180,6 +185,7 @@ def test_darts_rnn_model_file_reproduces_the_perplexities(tmp_path_factory):
 
 # ------------------------------------------------------------------------------------------------ refusals
 
+@pytest.mark.e2e
 def test_a_changed_weight_is_refused_with_one_line(nb201_run, tmp_path):
     _, out = nb201_run
     record = torch.load(out / "nb201" / "retrain" / "model.pt", weights_only=True)
@@ -191,6 +197,7 @@ def test_a_changed_weight_is_refused_with_one_line(nb201_run, tmp_path):
     assert str(bad) in msg and "weights_sha256" in msg
 
 
+@pytest.mark.e2e
 def test_a_flipped_byte_in_the_file_is_refused_with_one_line(nb201_run, tmp_path):
     _, out = nb201_run
     data = bytearray((out / "nb201" / "retrain" / "model.pt").read_bytes())
@@ -204,6 +211,7 @@ def test_a_flipped_byte_in_the_file_is_refused_with_one_line(nb201_run, tmp_path
     assert str(bad) in msg and ("corrupt" in msg)
 
 
+@pytest.mark.e2e
 def test_a_checkpoint_format_file_is_named_as_such(nb201_run, tmp_path):
     _, out = nb201_run
     old = tmp_path / "old" / "model.pt"
@@ -231,6 +239,7 @@ def test_missing_and_foreign_files_are_one_line(tmp_path):
     assert "2 spaces (a, b)" in _one_line_error(eps.load_model, tmp_path / "runs")
 
 
+@pytest.mark.e2e
 def test_an_unknown_space_or_newer_format_is_refused(nb201_run, tmp_path):
     _, out = nb201_run
     record = read_model(out / "nb201")

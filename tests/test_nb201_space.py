@@ -7,6 +7,8 @@ from eps.spaces.nb201.model import EDGES, NB201Network, NB201Supernet, live_edge
 from eps.spaces.nb201.space import NB201Space, all_archs, arch_to_str, ints_to_arch, str_to_arch
 from tests.conftest import run_eps
 
+pytestmark = pytest.mark.unit
+
 
 def test_round_trip_all_cells():
     seen = set()
@@ -71,6 +73,7 @@ def test_param_counts_match_benchmark_figures():
     assert space.num_params((0,) * 6) == 73306
 
 
+@pytest.mark.cli
 def test_cli_arch_params():
     all3 = arch_to_str((3,) * 6)
     none = arch_to_str((0,) * 6)
@@ -78,6 +81,7 @@ def test_cli_arch_params():
     assert out[0].split()[0] == "1.531546" and out[1].split()[0] == "0.073306"
 
 
+@pytest.mark.cli
 def test_cli_rejects_bad_arch_in_one_line():
     proc = run_eps("arch", "params", "--space", "nb201", "|nor_conv_3x3~0|", check=False)
     assert proc.returncode == 2

@@ -10,7 +10,7 @@ from eps.metrics import kendall_tau
 from eps.predictor import Predictor
 from eps.spaces import get_space
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.fixture(scope="module")

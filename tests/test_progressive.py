@@ -10,7 +10,7 @@ from eps.config import defaults
 from eps.spaces import get_space
 from tests.conftest import DATA_ROOT
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_thread")]
 ARCH = (3, 3, 3, 3, 3, 3)
 
 

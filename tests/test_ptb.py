@@ -9,6 +9,8 @@ import torch
 from eps.data.ptb import PTB_FILES, Corpus, batchify, get_batch, load_ptb
 from eps.errors import DataError, EpsError
 
+pytestmark = pytest.mark.unit
+
 DATA_ROOT = Path(os.environ.get("EPS_DATA_DIR", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
 needs_ptb = pytest.mark.skipif(
     not all((DATA_ROOT / rel).is_file() for rel, _ in PTB_FILES.values()),

@@ -23,6 +23,8 @@ from eps.spaces.nb201.records import (
     read_history,
 )
 
+pytestmark = pytest.mark.unit
+
 DATA_ROOT = os.environ.get("EPS_DATA_DIR", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
 
 SPEC_EXAMPLE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
@@ -332,6 +334,7 @@ def test_fuzz_well_typed_members(members):
         assert snap.loss == [None if c == 0 else l for _, l, c in members]
 
 
+@pytest.mark.e2e
 def test_cli_import_then_select_and_report(run_dir, tmp_path):
     """The paper's own runs can be analysed: import the records, then select and report on them."""
     from tests.conftest import run_eps

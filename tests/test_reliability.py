@@ -1,6 +1,7 @@
 """Numerical faults, fuzzed parsers, atomic outputs."""
 import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -10,7 +11,10 @@ from eps.spaces.nb201.model import OPS
 from eps.spaces.nb201.space import arch_to_str, ints_to_arch, str_to_arch
 from tests.conftest import run_eps, write_tiny_params
 
+pytestmark = pytest.mark.unit
 
+
+@pytest.mark.e2e
 def test_nonfinite_loss_stops_with_iteration_and_cell(tmp_path):
     p = write_tiny_params(tmp_path, search=dict(lr=1e30))
     run_eps("stage", "warmup", "--params", p, "--out", tmp_path)
@@ -20,6 +24,7 @@ def test_nonfinite_loss_stops_with_iteration_and_cell(tmp_path):
     assert not (tmp_path / "nb201/search").exists()  # no half-written outputs
 
 
+@pytest.mark.e2e
 def test_nonfinite_steps_can_be_skipped_and_counted(tmp_path):
     p = write_tiny_params(tmp_path, search=dict(lr=1e30, on_nonfinite="skip"))
     run_eps("stage", "warmup", "--params", p, "--out", tmp_path)

@@ -22,7 +22,7 @@ from eps.space import HasOptimum
 from eps.spaces.nb201.groundtruth import GroundTruth
 from tests.conftest import DATA_ROOT, EPS, eps_env, run_eps
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("one_thread")]
 
 BOX = "│┃┆┊║─━┄┈═┌┐└┘├┤┬┴┼┏┓┗┛┡┩┣┫┳┻╇╋╭╮╯╰"
 
@@ -48,6 +48,24 @@ def report_cli(params, out, **env) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, encoding="utf-8")
     assert proc.returncode == 0, proc.stderr
     return proc
+
+
+# The report's rule: every table line fits the width (the terminal's, or report.txt's FILE_WIDTH); the architectures
+# are repeated after the tables, each whole on a line of its own that may be longer (so it can be pasted; a terminal
+# wraps it softly). How long those lines are depends on the cells the run chose, so on the machine.
+ARCH_PREFIXES = tuple(f"{rule}: " for rule in rep.RULES) + ("retrained: ",)
+
+
+def table_lines(text: str) -> list[str]:
+    """The lines of ``text`` that are not the pasteable architecture lines."""
+    return [line for line in text.splitlines() if not line.startswith(ARCH_PREFIXES)]
+
+
+def arch_lines(root: Path) -> set[str]:
+    """The pasteable architecture lines the report must print for the run under ``root``, whole."""
+    sel = json.loads((root / "select/selection.json").read_text())
+    return {f"size_prior: {sel['size_prior']['arch']}", f"prior_free: {sel['prior_free']['arch']}",
+            f"retrained: {sel['arch']}"}
 
 
 def squeeze(text: str) -> str:
@@ -81,13 +99,10 @@ def test_report_fits_80_columns_without_breaking_values(finished_run):
     root = out / "nb201"
     proc = report_cli(params, out, COLUMNS="80", TERM="xterm-256color", FORCE_COLOR=None, NO_COLOR=None)
     lines = proc.stdout.splitlines()
-    # the architectures are repeated after the tables, one per line, never broken, so they can be pasted (the
-    # terminal wraps them softly); everything else fits 80 columns
-    sel = json.loads((root / "select/selection.json").read_text())
-    pasteable = {f"size_prior: {sel['size_prior']['arch']}", f"prior_free: {sel['prior_free']['arch']}",
-                 f"retrained: {sel['arch']}"}
-    assert pasteable <= set(lines), proc.stdout
-    table = [line for line in lines if line not in pasteable]
+    # the architectures are repeated after the tables, one per line, never broken; everything else fits 80 columns
+    pasteable = arch_lines(root)
+    assert pasteable <= set(lines) and set(lines) - set(table_lines(proc.stdout)) == pasteable, proc.stdout
+    table = table_lines(proc.stdout)
     assert max(len(line) for line in table) <= 80, "\n".join(line for line in table if len(line) > 80)
     assert "\x1b" not in proc.stdout  # a pipe gets no colour
     for title in ("settings", "search summary", "chosen architecture", "chosen cells on the benchmark",
@@ -109,12 +124,13 @@ def test_report_width_follows_the_terminal(finished_run):
     params, out = finished_run
     proc = report_cli(params, out, COLUMNS=None, FORCE_COLOR=None)
     text = (out / "nb201/report/report.txt").read_text(encoding="utf-8")
-    tables = "".join(line + "\n" for line in text.splitlines() if not line.startswith(("size_prior: ", "prior_free: ",
-                                                                                         "retrained: ")))
+    tables = "".join(line + "\n" for line in table_lines(text))
     assert proc.stdout.startswith(tables) and max(map(len, tables.splitlines())) <= 100
+    assert arch_lines(out / "nb201") <= set(proc.stdout.splitlines())
     wide = report_cli(params, out, COLUMNS="120", FORCE_COLOR=None)
-    widths = [len(line) for line in wide.stdout.splitlines()]
+    widths = [len(line) for line in table_lines(wide.stdout)]  # the tables widen; the architecture lines are whole
     assert 100 < max(widths) <= 120
+    assert arch_lines(out / "nb201") <= set(wide.stdout.splitlines())
 
 
 def test_report_txt_is_plain_when_the_terminal_gets_colour(run_copy):
@@ -124,9 +140,11 @@ def test_report_txt_is_plain_when_the_terminal_gets_colour(run_copy):
     assert "\x1b[" in proc.stdout
     text = (out / "nb201/report/report.txt").read_text(encoding="utf-8")
     assert "\x1b" not in text and "retrain result" in text and "Kendall tau" in text
-    assert max(map(len, text.splitlines())) <= rep.FILE_WIDTH
+    assert max(map(len, table_lines(text))) <= rep.FILE_WIDTH
+    assert arch_lines(out / "nb201") <= set(text.splitlines())  # whole, however long
 
 
+@pytest.mark.unit
 def test_plain_text_ignores_the_environment(monkeypatch):
     """plain_text() is plain whatever rich would read from the environment."""
     monkeypatch.setenv("FORCE_COLOR", "1")
@@ -162,7 +180,7 @@ def test_report_reads_run_json_and_shows_rounds_as_written(run_copy):
     run = _new_layout(root, rounds=4321)
     proc = report_cli(params, out, COLUMNS="80", FORCE_COLOR=None)
     lines = proc.stdout.splitlines()
-    assert max(len(line) for line in lines if not line.startswith(("size_prior: ", "prior_free: ", "retrained: "))) <= 80
+    assert max(len(line) for line in table_lines(proc.stdout)) <= 80
     assert any(re.match(r"│ rounds +│ +4321 │$", line) for line in lines), proc.stdout
     assert any(re.match(r"│ strategy +│ eps +│$", line) for line in lines), proc.stdout
     assert any(re.match(r"│ precision +│ bf16 +│$", line) for line in lines), proc.stdout
@@ -237,6 +255,7 @@ def test_report_plots_have_titles_units_and_reference_lines(run_copy, bench, mon
     assert scatter["ylabel"] == "ground-truth cifar10_test accuracy (%)" and "nats" in scatter["xlabel"]
 
 
+@pytest.mark.unit
 def test_outliers_do_not_squash_the_population_and_are_counted(bench, tmp_path):
     """Two cells at ~10 % among 98 good ones (a real case: NB201 cells that do not train) stay out of the axes,
     drawn at the edge and counted; unmeasured members and the chosen cells are accounted for."""
@@ -276,6 +295,7 @@ def test_outliers_do_not_squash_the_population_and_are_counted(bench, tmp_path):
     assert (tmp_path / "loss_vs_accuracy.png").stat().st_size > 1000
 
 
+@pytest.mark.unit
 def test_robust_limits():
     cluster = list(np.linspace(85, 93, 200))
     low, high = plotting.robust_limits(cluster + [10.0, 10.5])
@@ -286,6 +306,7 @@ def test_robust_limits():
     assert plotting.robust_limits([math.nan]) is None
 
 
+@pytest.mark.unit
 def test_ptb_curve_plots_perplexity():
     """Language-model rows (the keys the DARTS RNN task's train_epoch and evaluate return) get a perplexity panel
     of train and valid, and a loss panel of train and valid."""
@@ -302,6 +323,7 @@ def test_ptb_curve_plots_perplexity():
     assert rep.retrain_curve_figure([{"epoch": 1.0, "steps": 3.0}], "t") is None
 
 
+@pytest.mark.unit
 def test_ground_truth_optimum(bench):
     assert isinstance(bench, HasOptimum)
     for column in ("cifar10_valid", "cifar10_test"):

@@ -10,6 +10,8 @@ import yaml
 from eps.config import load_params
 from tests.conftest import TINY_NB201, run_eps
 
+pytestmark = pytest.mark.e2e
+
 STAGE_FILES = {
     "warmup": ["supernet.pt", "metrics.json", "params.yaml", "run.json", "timing.json"],
     "search": ["supernet.pt", "history.jsonl", "population.csv", "metrics.json", "params.yaml", "run.json",

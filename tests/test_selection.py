@@ -4,6 +4,8 @@ import pytest
 
 from eps.selection import choose, collect_candidates, snapshot_winner
 
+pytestmark = pytest.mark.unit
+
 A, B, C, D = "a" * 3, "b" * 3, "c" * 3, "d" * 3
 PARAMS = {A: 100, B: 50, C: 100, D: 25}
 

@@ -7,6 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
@@ -14,6 +15,8 @@ from eps import checkpoint
 from eps.model_file import read_model
 from eps.spaces.nb201.space import str_to_arch
 from tests.conftest import DATA_ROOT, EPS, run_eps, write_tiny_params
+
+pytestmark = pytest.mark.e2e
 
 OUTPUTS = ["search/history.jsonl", "search/supernet.pt", "search/metrics.json", "search/population.csv",
            "search/params.yaml", "search/run.json", "search/dvclive/plots/metrics/train/loss.tsv",
@@ -50,12 +53,14 @@ def test_full_chain_and_report(tiny_params, tmp_path):
     assert "chosen architecture" in text and "Kendall tau" in text and "retrain result" in text
 
 
+@pytest.mark.cli
 def test_stage_without_upstream_says_what_to_run(tiny_params, tmp_path):
     proc = run_eps("stage", "search", "--params", tiny_params, "--out", tmp_path, check=False)
     assert proc.returncode == 2
     assert "eps stage warmup --space nb201" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.cli
 def test_missing_data_is_one_line_error(tiny_params, tmp_path):
     env = {**os.environ, "EPS_DATA_DIR": str(tmp_path / "nodata"), "EPS_PROGRESS": "0"}
     proc = subprocess.run([EPS, "stage", "warmup", "--params", tiny_params, "--out", tmp_path / "r"],

@@ -24,6 +24,8 @@ from eps.train.common import seed_everything
 from eps.pipeline import study as study_stage
 from tests.conftest import DATA_ROOT, EPS, TINY_NB201, run_eps
 
+pytestmark = pytest.mark.unit
+
 SETS = ("uniform", "top", "population")
 
 
@@ -67,6 +69,7 @@ def cli_run(tmp_path_factory):
     return out / "nb201", proc
 
 
+@pytest.mark.e2e
 def test_cli_outputs_and_table(cli_run):
     root, proc = cli_run
     d = root / "study"
@@ -108,6 +111,7 @@ def assert_numbers_only(obj):
             assert isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v), v
 
 
+@pytest.mark.e2e
 def test_every_metric_matches_an_independent_computation(cli_run, gt):
     root, _ = cli_run
     res = json.loads((root / "study/study.json").read_text())
@@ -177,6 +181,7 @@ def _without_timing(res: dict) -> dict:
     return res
 
 
+@pytest.mark.e2e
 def test_interrupted_study_resumes_exactly(tmp_path, monkeypatch):
     params = _tiny_params()
     ref = study_stage.correlation("nb201", params, tmp_path / "ref")
@@ -247,6 +252,7 @@ def test_precision_at_k_definition():
     assert st.precision_at_k([0.1, 0.2, 0.3], [50, 50, 40], 1) == 1.0
 
 
+@pytest.mark.cli
 def test_study_params_are_validated(tmp_path):
     with pytest.raises(ConfigError) as err:
         _tiny_params(seeds=[], n_top=1, top_fraction=0.0, tau_every=-1)
@@ -266,6 +272,7 @@ def test_study_params_are_validated(tmp_path):
     assert proc.returncode == 2 and "--seeds" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.cli
 def test_study_without_ground_truth_is_one_line_error(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
@@ -281,6 +288,7 @@ def test_study_without_ground_truth_is_one_line_error(tmp_path):
 
 # ---------------------------------------------------------------------------------------------------- arms
 
+@pytest.mark.cli
 def test_bad_arm_is_one_line_exit_2_before_any_folder(tmp_path):
     cfg = yaml.safe_load(yaml.safe_dump(TINY_NB201))
     cfg["study"]["arms"] = {"mut": {"search": {"proposer": "mutation"}}, "pred": {"search": {"proposr": "predictor"}}}
@@ -353,6 +361,7 @@ ARMS = {"mut": {"search": {"proposer": "mutation"}},
 SMALL = {"iterations": 20, "n_uniform": 8, "n_top": 8, "tau_cells": 4}  # scoring is most of a tiny study's time
 
 
+@pytest.mark.e2e
 def test_two_eps_variants_compared_and_changing_one_arm_reuses_the_other(tmp_path, monkeypatch):
     cfg = yaml.safe_load(yaml.safe_dump(TINY_NB201))
     cfg["study"].update(SMALL, arms=ARMS)
