@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from eps.checkpoint import CheckpointDir
-from eps.config import defaults
+from eps.params import defaults
 from eps.evolution import Controller
 from eps.spaces import get_space
 from eps.train.common import decay_groups

@@ -16,7 +16,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from eps.config import defaults
+from eps.params import defaults
 from eps.spaces import get_space
 from eps.train.common import amp_active, autocast, resolve_device
 

@@ -1,12 +1,30 @@
-"""eps: Evolving the Proxy Search Space, a random-sampling weight-sharing NAS method."""
+"""eps: Evolving the Proxy Search Space, a random-sampling weight-sharing NAS method.
+
+The Python API (``eps.api``), loaded on first use so ``import eps`` stays light (no torch)::
+
+    import eps
+    exp = eps.Experiment("nb201", params="params.yaml")
+    found = exp.search()
+    chosen = exp.select(found)
+    trained = exp.retrain(chosen)
+
+``eps.list_spaces()``, ``eps.build_space(name, overrides)``, ``eps.load_params(path, overrides)``,
+``eps.load_model(run_dir)``; the result types ``WarmupResult``, ``SearchResult``, ``Selection``, ``Choice``,
+``RetrainResult``; ``eps.run_study`` for the supernet-ranking study.
+"""
 from __future__ import annotations
 
-import importlib.metadata as _metadata
+from typing import TYPE_CHECKING, Any
 
-try:
-    __version__ = _metadata.version("eps")
-except _metadata.PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
+from eps._version import __version__
+
+if TYPE_CHECKING:
+    from eps.api import (Choice, Experiment, RetrainResult, SearchResult, Selection, WarmupResult, build_space,
+                         list_spaces, load_params)
+    from eps.study import run_study
+
+_API = {"Choice", "Experiment", "RetrainResult", "SearchResult", "Selection", "WarmupResult", "build_space",
+        "list_spaces", "load_params"}
 
 
 def load_model(path, device="cpu"):
@@ -17,4 +35,14 @@ def load_model(path, device="cpu"):
     return _load(path, device)
 
 
-__all__ = ["__version__", "load_model"]
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        from eps import api
+        return getattr(api, name)
+    if name == "run_study":
+        from eps.study import run_study
+        return run_study
+    raise AttributeError(f"module 'eps' has no attribute {name!r}")
+
+
+__all__ = ["__version__", "load_model", "run_study", *sorted(_API)]

@@ -17,14 +17,13 @@ import hashlib
 import io
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
 
 from eps import io as eio
-from eps.errors import CheckpointError
+from eps.errors import CheckpointError, SpaceError
 
 MAGIC = b"EPSCKPT1"
 
@@ -62,6 +61,42 @@ def loads(data: bytes, name: str = "checkpoint") -> dict:
         raise CheckpointError(f"{name} cannot be loaded ({type(err).__name__}); delete it or rerun with --restart") from None
 
 
+def check_round_trip(data: bytes, state: dict) -> None:
+    """Refuse a state that ``loads`` (``torch.load(weights_only=True)``) cannot read back, naming the first value at
+    fault, so a task whose ``state_dict`` holds e.g. a ``numpy.float64`` fails at its first checkpoint instead of at
+    the resume hours later. Raises SpaceError (the task's ``state_dict`` is the space author's code)."""
+    try:
+        loads(data)
+    except CheckpointError:
+        where, kind = _unloadable(state, "state")
+        raise SpaceError(f"checkpoint {where} is a {kind}, which the checkpoint loader (torch.load weights_only) "
+                         f"refuses; a task's state_dict must hold tensors and plain Python values (int, float, str, "
+                         f"bool, None, lists, tuples, dicts)") from None
+
+
+def _unloadable(value: Any, where: str) -> tuple[str, str]:
+    """The key path and type name of the first value in ``value`` that does not round-trip through ``loads``."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, (str, int)):
+                return f"{where} key {k!r}", type(k).__module__ + "." + type(k).__qualname__
+            found = _unloadable(v, f"{where}.{k}" if isinstance(k, str) else f"{where}[{k}]")
+            if found[0]:
+                return found
+        return "", ""
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            found = _unloadable(v, f"{where}[{i}]")
+            if found[0]:
+                return found
+        return "", ""
+    try:
+        loads(dumps({"v": value}))
+    except CheckpointError:
+        return where, type(value).__module__ + "." + type(value).__qualname__
+    return "", ""
+
+
 def save(path: str | os.PathLike, state: dict) -> None:
     eio.write_bytes(path, dumps(state))
 
@@ -77,38 +112,18 @@ def load(path: str | os.PathLike) -> dict:
 
 # Files at most this large are identified by a digest of their content; larger ones by size and modification time.
 DIGEST_LIMIT = 16 << 20
-_opened: list | None = None
-
-
-def _audit(event: str, args: tuple) -> None:
-    if event == "open" and _opened is not None and args and isinstance(args[0], (str, os.PathLike)):
-        _opened.append(args[0])
-
-
-_hooked = False
-
-
 @contextlib.contextmanager
 def data_fingerprint(root: str | os.PathLike) -> Iterator[dict]:
-    """Record the files under ``root`` that the block opens (through Python's ``open`` audit event, so any space's
-    loaders are covered) and fill the yielded dict with ``{path relative to root: identity}``: ``sha256:...`` of
-    files up to ``DIGEST_LIMIT``, ``size ... mtime ...`` of larger ones. Part of a checkpoint's identity, so a
+    """Collect the data files under ``root`` that the block reads (noted by the loaders through
+    ``eps.data.files.note_read``) and fill the yielded dict with ``{path relative to root: identity}``: ``sha256:...``
+    of files up to ``DIGEST_LIMIT``, ``size ... mtime ...`` of larger ones. Part of a checkpoint's identity, so a
     resume after the data changed (a new split file, another dataset copy) is refused with the file named."""
-    global _opened, _hooked
-    if not _hooked:
-        sys.addaudithook(_audit)
-        _hooked = True
+    from eps.data.files import recording
     base = os.path.abspath(root)
-    seen: list = []
-    outer, _opened = _opened, seen
     found: dict = {}
-    try:
+    with recording() as seen:
         yield found
-    finally:
-        _opened = outer
-        if outer is not None:
-            outer.extend(seen)
-    for p in dict.fromkeys(os.path.abspath(os.fspath(x)) for x in seen):
+    for p in dict.fromkeys(os.path.abspath(x) for x in seen):
         rel = os.path.relpath(p, base)
         if rel.startswith(os.pardir) or rel in found or not os.path.isfile(p):
             continue
@@ -158,13 +173,16 @@ class CheckpointDir:
     ``missing_keys``); ``load_latest`` also takes one, and a ``check(state)`` returning a problem or None.
     """
 
-    def __init__(self, directory: str | os.PathLike, identity: dict, log=print, template: dict | None = None):
-        self.dir = Path(directory)
+    def __init__(self, directory: str | os.PathLike | None, identity: dict, log=print, template: dict | None = None):
+        # None: a run without a run folder (the Python API's in-memory runs): nothing is written or resumed, but the
+        # first state saved is still checked to round-trip, so a task whose state cannot be resumed fails at once.
+        self.dir = Path(directory) if directory is not None else None
         self.identity = identity
         self.key = fingerprint(identity)
         self.log = log
         self.template = template
         self._last_ok: bool | None = None  # whether last.pt is a good checkpoint (None: not known yet)
+        self._checked = False               # whether a saved state was shown to round-trip through the loader
 
     @property
     def last(self) -> Path:
@@ -175,8 +193,13 @@ class CheckpointDir:
         return self.dir / "prev.pt"
 
     def save(self, state: dict) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
         data = dumps({"identity_key": self.key, "identity": self.identity, "state": state})
+        if not self._checked:
+            check_round_trip(data, state)
+            self._checked = True
+        if self.dir is None:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
         if self.last.exists():
             if self._last_ok is None:
                 self._last_ok = self._problem(self.last) is None
@@ -207,6 +230,8 @@ class CheckpointDir:
         Raises CheckpointError when checkpoints exist but none is usable, unless ``restart`` is set, so that hours of
         work are never silently thrown away.
         """
+        if self.dir is None:
+            return None
         template = self.template if template is None else template
         problems = []
         for path in (self.last, self.prev):
@@ -265,6 +290,8 @@ class CheckpointDir:
         return None
 
     def clear(self) -> None:
+        if self.dir is None:
+            return
         for p in (self.last, self.prev):
             p.unlink(missing_ok=True)
         self._last_ok = None

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from pydantic import Field
 
-from eps.config import Number, Settings
+from eps.settings import Number, Settings
 
 if TYPE_CHECKING:
     from eps.space import Arch, SearchSpace
@@ -92,8 +92,7 @@ class Controller:
         self.predictor, self.predictor_cfg = None, predictor
         if predictor is not None and strategy != "random":
             from eps.errors import ConfigError
-            from eps.predictor import Predictor
-            from eps.space import Featurizable
+            from eps.predictor import Featurizable, Predictor
             if not isinstance(space, Featurizable):
                 raise ConfigError(f"search.proposer: predictor needs a space with features(arch, kind) (an "
                                   f"eps.space.Featurizable); space {space.name} has none, use proposer: mutation")

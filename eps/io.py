@@ -16,7 +16,10 @@ import os
 import secrets
 import shutil
 from pathlib import Path
-from typing import Any, Iterator
+import numbers
+from typing import Any, Iterator, Mapping
+
+from eps.errors import SpaceError
 
 
 def fsync_dir(path: str | os.PathLike) -> None:
@@ -297,6 +300,35 @@ class AppendLog:
             raise _named(err, self.path) from None
 
 
+class MemoryLog:
+    """The snapshot history of a run without a run folder: the ``AppendLog`` interface over a list of records
+    (``records()``); its "bytes" are the record count, so a checkpoint's length check works the same way."""
+
+    def __init__(self):
+        self._records: list[dict] = []
+
+    def append(self, record: dict) -> None:
+        self._records.append(json.loads(json.dumps(record)))  # what the file would give back
+
+    def commit(self) -> int:
+        return len(self._records)
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self._records, sort_keys=True).encode()).hexdigest()
+
+    def verify(self, length: int, digest: str | None = None) -> str | None:
+        return None if length <= len(self._records) else f"the history holds {len(self._records)} records"
+
+    def truncate(self, length: int) -> None:
+        del self._records[length:]
+
+    def records(self) -> list[dict]:
+        return list(self._records)
+
+    def close(self) -> None:
+        pass
+
+
 class NullLog:
     """An ``AppendLog`` that keeps nothing: the history of a rank other than 0 under torchrun (rank 0 writes it)."""
 
@@ -324,3 +356,25 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
         for line in f:
             if line.strip():
                 yield json.loads(line)
+
+
+def plain_values(value: Any, where: str) -> Any:
+    """``value`` as plain Python data (str, int, float, bool, None, lists, dicts with str keys; tuples become lists),
+    which ``torch.load(weights_only=True)`` reads. Raises SpaceError naming the first other value."""
+    if value is None or isinstance(value, (str, bool)):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, (list, tuple)):
+        return [plain_values(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise SpaceError(f"{where}: key {k!r} is a {type(k).__name__}; keys must be strings")
+            out[k] = plain_values(v, f"{where}.{k}")
+        return out
+    raise SpaceError(f"{where} is a {type(value).__name__}; network settings must be plain values (str, int, float, "
+                     f"bool, None, lists, dicts) that build_network accepts")

@@ -26,7 +26,6 @@ import hashlib
 import inspect
 import io
 import json
-import numbers
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -34,6 +33,7 @@ import torch
 import torch.nn as nn
 
 from eps import io as eio
+from eps.io import plain_values  # noqa: F401  (re-exported: its home before eps 0.2)
 from eps.errors import EpsError, SpaceError
 
 FORMAT = "eps-model/1"
@@ -42,28 +42,6 @@ KEYS = ("format", "space", "arch", "network", "space_settings", "state_dict", "w
 
 
 # ------------------------------------------------------------------------------------------------ writing
-
-def plain_values(value: Any, where: str) -> Any:
-    """``value`` as plain Python data (str, int, float, bool, None, lists, dicts with str keys; tuples become lists),
-    which ``torch.load(weights_only=True)`` reads. Raises SpaceError naming the first other value."""
-    if value is None or isinstance(value, (str, bool)):
-        return value
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        return float(value)
-    if isinstance(value, (list, tuple)):
-        return [plain_values(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if isinstance(value, Mapping):
-        out = {}
-        for k, v in value.items():
-            if not isinstance(k, str):
-                raise SpaceError(f"{where}: key {k!r} is a {type(k).__name__}; keys must be strings")
-            out[k] = plain_values(v, f"{where}.{k}")
-        return out
-    raise SpaceError(f"{where} is a {type(value).__name__}; network settings must be plain values (str, int, float, "
-                     f"bool, None, lists, dicts) that build_network accepts")
-
 
 def weights_digest(state: Mapping[str, torch.Tensor]) -> str:
     """sha256 (64 hex characters) over a state dict's names, dtypes, shapes and bytes in name order, independent of
@@ -110,7 +88,7 @@ def save_model(path: str | Path, *, space: str, arch: str, network: Mapping[str,
     returns that dict. ``space``: the registered space name; ``arch``: the architecture string (``encode``);
     ``network``: the retrain task's ``network_config``; ``space_settings``: the params section's ``space``;
     ``input_spec``: what the network takes (``eps.space.DescribesInput``), saved as ``input`` when given."""
-    from eps import __version__
+    from eps._version import __version__
     weights = _cpu_weights(state_dict)
     # Settings go through JSON so that every value is plain, and load validates them in pydantic's JSON mode.
     settings = json.loads(json.dumps(dict(space_settings or {}), default=str))
@@ -204,7 +182,7 @@ def _space_of(record: dict, file: Path):
     space settings over the space's defaults."""
     from pydantic import ValidationError
 
-    from eps.config import _error_lines
+    from eps.settings import error_lines
     from eps.spaces import register_ref, resolve, space_class
     ref = record["space"]
     target = ref.rpartition(":")[0]
@@ -222,7 +200,7 @@ def _space_of(record: dict, file: Path):
         section = cls.Params.model_validate_json(json.dumps({"space": record["space_settings"]}))
     except ValidationError as err:
         raise EpsError(f"{file}: the settings of space {ref!r} it was trained with do not validate in this eps "
-                       f"({'; '.join(_error_lines(err, cls.Params))}); use the eps version that wrote it "
+                       f"({'; '.join(error_lines(err, cls.Params))}); use the eps version that wrote it "
                        f"({record['eps_version']})") from None
     return cls.from_params(section.model_dump(by_alias=True, mode="python"))
 

@@ -12,6 +12,8 @@ the shapes by default (``predictor_reference_shapes: true`` restores the referen
 """
 from __future__ import annotations
 
+from typing import Protocol, runtime_checkable
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -80,3 +82,12 @@ class Predictor:
         self.net.load_state_dict(state["net"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.cursor = int(state["cursor"])
+
+
+@runtime_checkable
+class Featurizable(Protocol):
+    """A space that encodes an architecture as a fixed-length vector (the predictor variant, spec §1.8)."""
+
+    def features(self, arch: Arch, kind: str = "ordinal") -> np.ndarray:
+        """``ordinal``: the architecture's op indices as numbers (the reference); ``one_hot``: one indicator per
+        (position, op). Shape (F,), float32, the same F for every arch of the space."""

@@ -8,7 +8,7 @@ import time
 from pydantic import Field
 
 from eps import distributed
-from eps.config import Number, Settings
+from eps.settings import Number, Settings
 from eps.checkpoint import CheckpointDir
 from eps.errors import NumericalError
 from eps.progress import progress_bar

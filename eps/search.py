@@ -18,7 +18,7 @@ from pydantic import Field
 
 from eps import distributed
 from eps.checkpoint import CheckpointDir
-from eps.config import Number, Settings
+from eps.settings import Number, Settings, as_settings
 from eps.errors import CheckpointError, NumericalError
 from eps.evolution import Controller, ControllerSettings
 from eps.io import AppendLog
@@ -109,10 +109,13 @@ def _check_finite(values: torch.Tensor, what: str, where) -> None:
                              f"lower the lr, or set on_nonfinite: skip to skip such steps")
 
 
-def run_warmup(space: SearchSpace, task: SupernetTask, cfg: dict, seed: int, ckpt: CheckpointDir, restart: bool = False,
-               on_nonfinite: str = "stop") -> LoopResult:
-    """``cfg['iterations']`` steps at constant lr, each along a uniformly random path of the whole space."""
-    total, every = cfg["iterations"], cfg["checkpoint_every"]
+def run_warmup(space: SearchSpace, task: SupernetTask, cfg: WarmupSettings, seed: int, ckpt: CheckpointDir,
+               restart: bool = False, on_nonfinite: str = "stop", on_chunk=()) -> LoopResult:
+    """``cfg.iterations`` steps at constant lr, each along a uniformly random path of the whole space (spec §1.4).
+    Each of ``on_chunk`` receives ``{"iteration": t, "train_loss": nats}`` after every ``cfg.checkpoint_every``
+    steps."""
+    cfg = as_settings(cfg, WarmupSettings)
+    total, every = cfg.iterations, cfg.checkpoint_every
     rng = np.random.default_rng([seed, 1])
     # What a usable checkpoint must hold: one that lacks any of it is treated like a corrupt one (prev.pt is tried).
     template = {"task": task.state_dict(), "rng": {}, "global_rng": {}, "iteration": 0}
@@ -137,7 +140,8 @@ def run_warmup(space: SearchSpace, task: SupernetTask, cfg: dict, seed: int, ckp
         while t < total:
             n = min(every, total - t)
             archs = [space.sample(rng) for _ in range(n)]
-            losses = torch.stack([task.train_step(a, cfg["lr"], skip_nonfinite=on_nonfinite == "skip") for a in archs]).cpu()
+            losses = torch.stack([task.train_step(a, cfg.lr, skip_nonfinite=on_nonfinite == "skip")
+                                  for a in archs]).cpu()
             if on_nonfinite == "stop":
                 _check_finite(losses, "training loss", lambda k: (t + k + 1, space.encode(archs[k])))
             skipped += int((~torch.isfinite(losses)).sum())
@@ -148,10 +152,13 @@ def run_warmup(space: SearchSpace, task: SupernetTask, cfg: dict, seed: int, ckp
                            "global_rng": rng_state(task.device), "iteration": t, "nonfinite_skipped": skipped,
                            "last_train_loss": float(last), "elapsed": before + time.monotonic() - start})
             bar.advance(n, f"loss {float(last):.3f}")
+            for cb in on_chunk:
+                cb({"iteration": t, "train_loss": float(last)})
     return LoopResult(t, before + time.monotonic() - start, resumed_from, float(last), skipped)
 
 
-def run_search(space: SearchSpace, task: SupernetTask, controller: Controller, cfg: dict, history: AppendLog, ckpt: CheckpointDir,
+def run_search(space: SearchSpace, task: SupernetTask, controller: Controller, cfg: SearchSettings, history: AppendLog,
+               ckpt: CheckpointDir,
                warm_state: dict | None = None, restart: bool = False, on_round=None) -> LoopResult:
     """The EPS loop. ``history`` receives one record per round, written when the round ends: the population
     snapshot (``Controller.snapshot``: iteration, arch, loss, count, age) plus ``round``, the round's statistics
@@ -164,10 +171,11 @@ def run_search(space: SearchSpace, task: SupernetTask, controller: Controller, c
     restored on resume, so what it records survives an interruption.
     """
     hook_state = isinstance(on_round, StatefulHook)
-    total, interval = cfg["iterations"], cfg["val_interval"]
-    every, base_lr = cfg["checkpoint_every"], cfg["lr"]
-    skip = cfg["on_nonfinite"] == "skip"
-    cosine = cfg["lr_schedule"] == "cosine"
+    cfg = as_settings(cfg, SearchSettings)
+    total, interval = cfg.iterations, cfg.val_interval
+    every, base_lr = cfg.checkpoint_every, cfg.lr
+    skip = cfg.on_nonfinite == "skip"
+    cosine = cfg.lr_schedule == "cosine"
     # A usable checkpoint holds all of this and belongs to the history file beside it (its length and content up to
     # the recorded length); one that does not is treated like a corrupt one: the previous checkpoint is tried, and
     # without any the run stops (--restart starts afresh). The history is never extended to a longer recorded length.
@@ -194,7 +202,7 @@ def run_search(space: SearchSpace, task: SupernetTask, controller: Controller, c
         history.truncate(0)
         if warm_state is not None:
             task.load_state_dict(warm_state, weights_only=True)
-    first = cfg["first_round_steps"] or interval
+    first = cfg.first_round_steps or interval
     before = float(state.get("elapsed", 0.0)) if state is not None else 0.0
     start, resumed_from = time.monotonic(), t
     rounds_done = 0 if t == 0 else 1 + (t - first) // interval

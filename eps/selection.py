@@ -9,7 +9,7 @@ from typing import Callable, Iterable, Literal
 
 from pydantic import Field
 
-from eps.config import Number, Settings
+from eps.settings import Number, Settings
 from eps.errors import EpsError
 
 

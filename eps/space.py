@@ -18,12 +18,22 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from eps.config import Settings, section
+from eps.settings import Settings, section
 from eps.retrain import RetrainSettings
 from eps.search import SearchSettings, WarmupSettings
 from eps.selection import SelectSettings
+from eps.predictor import Featurizable  # noqa: F401  (a capability of spaces, declared where the predictor reads it)
 
 Arch = Hashable
+
+
+@runtime_checkable
+class ProgressBar(Protocol):
+    """What a retrain task's ``train_epoch`` receives to report progress (``eps.progress.progress_bar`` yields one:
+    a rich bar on a terminal, a line every 30 s elsewhere, nothing under torchrun's other ranks)."""
+
+    def advance(self, n: int = 1, info: str = "") -> None:
+        """``n`` more steps done; ``info`` (optional) replaces the bar's short status text (e.g. "loss 1.234")."""
 
 
 class SupernetSettings(Settings):
@@ -54,18 +64,27 @@ class SupernetTask(Protocol):
     """Trains and scores one space's supernet; built by ``SearchSpace.search_task``.
 
     Both methods return device tensors, so the search loop synchronises with the device once per round.
+
+    Optional: ``supports_distributed: ClassVar[bool] = True`` declares that the task splits its work across the
+    ranks of ``torchrun`` (``eps.distributed``); without it eps refuses to run the task under torchrun, since every
+    rank would compute the same whole run. A task that reads data files names them with ``eps.data.note_read`` so
+    they join the checkpoint identity.
     """
     model: nn.Module
     device: torch.device
 
     def train_step(self, arch: Arch, lr: float, skip_nonfinite: bool = False) -> torch.Tensor:
-        """One SGD step along the path ``arch`` on the next training batch; the loss as a 0-d device tensor."""
+        """One SGD step along the path ``arch`` on the next training batch (the optimiser built from the stage's
+        ``batch_size``, ``momentum``, ``weight_decay``); the loss (nats) as a 0-d device tensor. With
+        ``skip_nonfinite`` a non-finite loss skips the update (and is still returned)."""
 
     def fitness(self, archs: list) -> torch.Tensor:
-        """Validation loss of each arch, shape ``(len(archs),)``, on the next fitness batch(es) (spec §6 item 3)."""
+        """Validation loss (nats) of each arch, shape ``(len(archs),)``, on the next fitness batch(es) (spec §6
+        item 3); lower is fitter."""
 
     def state_dict(self) -> dict:
-        """Everything a resumed run needs: weights, optimiser, data-stream positions."""
+        """Everything a resumed run needs: weights, optimiser, data-stream positions. Tensors and plain Python
+        values only (the checkpoint loader is ``torch.load(weights_only=True)``; checked at the first save)."""
 
     def load_state_dict(self, state: dict, weights_only: bool = False) -> None:
         """Restore ``state_dict()``; ``weights_only`` loads just the supernet weights (warm-up -> search)."""
@@ -79,11 +98,14 @@ class RetrainTask(Protocol):
     steps_per_epoch: int
     precision: str      # "fp32" or "bf16": what the arithmetic really ran in (reported with the result)
 
-    def train_epoch(self, epoch: int, bar) -> dict:
-        """One epoch (0-based ``epoch``); advances ``bar`` per step; returns train metrics (floats)."""
+    def train_epoch(self, epoch: int, bar: ProgressBar) -> dict:
+        """One epoch (0-based ``epoch``) of ``steps_per_epoch`` steps; calls ``bar.advance(n)`` as steps finish
+        (``steps_per_epoch`` in all); returns train metrics as floats (``train_loss`` in nats, ``train_acc`` in
+        percent, ...)."""
 
     def evaluate(self) -> dict:
-        """Test (and/or validation) metrics after an epoch (floats)."""
+        """Test (and/or validation) metrics after an epoch, floats with a ``test_``/``valid_`` prefix (accuracies in
+        percent, losses in nats, perplexities as numbers)."""
 
     @property
     def network_config(self) -> dict:
@@ -144,21 +166,38 @@ class SearchSpace(Protocol):
 
 @runtime_checkable
 class Benchmark(Protocol):
-    """A tabular benchmark's ground truth (e.g. NAS-Bench-201): accuracies by architecture in the space's notation."""
+    """A tabular benchmark's ground truth (e.g. NAS-Bench-201): accuracies by architecture in the space's notation.
+
+    Accuracies are percent (0-100), higher is better; ranks count from 1 = the best cell of the whole table.
+    """
     primary: str        # the column reports rank by (e.g. cifar10_test)
 
     @property
-    def columns(self) -> list[str]: ...
+    def columns(self) -> list[str]:
+        """The accuracy columns (e.g. ``cifar10_valid``, ``cifar10_test``)."""
 
-    def __len__(self) -> int: ...
+    @property
+    def archs(self) -> list[str]:
+        """Every architecture of the table, in the space's notation (``eps study`` draws its cells from them)."""
 
-    def has(self, arch: str) -> bool: ...
+    def __len__(self) -> int:
+        """The number of architectures in the table."""
 
-    def accuracy(self, arch: str, column: str) -> float: ...
+    def has(self, arch: str) -> bool:
+        """Whether ``arch`` is in the table."""
 
-    def rank(self, arch: str, column: str) -> int: ...
+    def accuracy(self, arch: str, column: str) -> float:
+        """Accuracy of ``arch`` in ``column``, percent."""
 
-    def top_fraction_mask(self, archs, column: str, fraction: float) -> np.ndarray: ...
+    def column(self, column: str) -> np.ndarray:
+        """``column`` for every arch of ``archs``, in that order: float array of shape ``(len(self),)``, percent."""
+
+    def rank(self, arch: str, column: str) -> int:
+        """Rank of ``arch`` by ``column`` over the whole table, 1 = best."""
+
+    def top_fraction_mask(self, archs, column: str, fraction: float) -> np.ndarray:
+        """Bool array of shape ``(len(archs),)``: which of ``archs`` are in the table's best ``fraction`` (0-1) by
+        ``column``."""
 
 
 @runtime_checkable
@@ -196,27 +235,40 @@ class DescribesInput(Protocol):
 
 
 @runtime_checkable
-class Featurizable(Protocol):
-    """A space that encodes an architecture as a fixed-length vector (the predictor variant, spec §1.8)."""
-
-    def features(self, arch: Arch, kind: str = "ordinal") -> np.ndarray:
-        """``ordinal``: the architecture's op indices as numbers (the reference); ``one_hot``: one indicator per
-        (position, op). Shape (F,), float32, the same F for every arch of the space."""
-
-
-@runtime_checkable
 class ScoringTask(Protocol):
     """A supernet task that scores many archs on the same fixed batches (``eps study correlation``)."""
 
-    def validation_batches(self, n: int, seed: int) -> list: ...
+    def validation_batches(self, n: int, seed: int) -> list:
+        """``n`` validation batches drawn with ``seed``, the same for every cell scored on them."""
 
-    def score(self, archs: list, batches: list) -> torch.Tensor: ...
+    def score(self, archs: list, batches: list) -> torch.Tensor:
+        """Mean loss (nats) of each arch over ``batches``, shape ``(len(archs),)``; lower is better."""
+
+    def describe_scoring(self, n_batches: int) -> str:
+        """How a cell is scored, for the study's captions (e.g. "label-smoothed cross-entropy (nats) on 4 batches
+        of 250 validation images per cell")."""
 
 
 @runtime_checkable
 class DistributedTask(Protocol):
-    """A retrain task that trains data-parallel under ``torchrun`` (every rank builds it; rank 0 writes)."""
+    """A task (supernet or retrain) that splits its work across the ranks of ``torchrun`` (every rank builds it;
+    rank 0 writes)."""
     supports_distributed: ClassVar[bool]
+
+
+def supports_distributed(task) -> bool:
+    """Whether ``task`` declares that it runs data parallel under torchrun."""
+    return bool(getattr(task, "supports_distributed", False))
+
+
+# What eps calls on a space, a task and a benchmark: checked when a space is registered (eps.spaces.check_space).
+SPACE_METHODS = ("from_params", "sample", "mutate", "encode", "decode", "largest", "build_network", "num_params",
+                 "search_task", "retrain_task")
+SUPERNET_TASK_METHODS = ("train_step", "fitness", "state_dict", "load_state_dict")
+RETRAIN_TASK_METHODS = ("train_epoch", "evaluate", "state_dict", "load_state_dict")
+RETRAIN_TASK_ATTRIBUTES = ("model", "device", "steps_per_epoch", "precision", "network_config")
+BENCHMARK_MEMBERS = ("primary", "columns", "archs", "__len__", "has", "accuracy", "column", "rank",
+                     "top_fraction_mask")
 
 
 def benchmark_of(space, data_root: Path) -> Benchmark | None:

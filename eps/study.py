@@ -58,7 +58,7 @@ from pydantic import Field, ValidationError
 from eps import io as eio
 from eps import plotting
 from eps.checkpoint import CheckpointDir, fingerprint
-from eps.config import Number, Settings
+from eps.settings import Number, Settings
 from eps.errors import ConfigError, EpsError
 from eps.evolution import Controller
 from eps.metrics import kendall_tau, spearman_rho
@@ -116,7 +116,7 @@ def arm_sections(params_model, section: dict, study: dict) -> dict[str, dict]:
     Raises ConfigError listing every problem of both arms, one ``study.arms.<arm>.<key path>: message`` line each
     (a single problem: one line): unknown keys, wrong types, out-of-range or inconsistent values, and sections the
     study does not read (warmup, select, retrain)."""
-    from eps.config import _error_lines, deep_update
+    from eps.settings import error_lines, deep_update
     base = deep_update(section, {"search": {"iterations": study["iterations"]}})
     known = {f.alias or n for n, f in params_model.model_fields.items()}
     out, lines = {}, []
@@ -125,7 +125,7 @@ def arm_sections(params_model, section: dict, study: dict) -> dict[str, dict]:
         try:
             arm = params_model.model_validate(deep_update(base, overrides)).model_dump(by_alias=True, mode="python")
         except ValidationError as err:
-            lines += [prefix + line for line in _error_lines(err, params_model)]
+            lines += [prefix + line for line in error_lines(err, params_model)]
             arm = None
         unused = [k for k in overrides if k in known and k not in ARM_SECTIONS]
         lines += [f"{prefix}{k}: the study builds and trains its supernets from {', '.join(ARM_SECTIONS)} only, so "
@@ -299,6 +299,10 @@ def _train_and_score(space, section: dict, study: dict, arm: str, seed: int, set
     seed_everything(seed + SEED_OFFSET["search"], deterministic)
     task = space.search_task(section, data_root, device, seed + SEED_OFFSET["search"], "search")
     batches = task.validation_batches(study["fitness_batches"], seed + SEED_OFFSET["score"])
+    # The caption says what the task measures (ScoringTask.describe_scoring), not what the image task would.
+    describe = getattr(task, "describe_scoring", None)
+    scoring = (describe(study["fitness_batches"]) if callable(describe)
+               else f"the task's validation loss on {study['fitness_batches']} fixed batches per cell")
     cells = {name: [space.decode(a) for a in archs] for name, archs in sets.items()}
     k = study["tau_cells"]
     tracker = TauTracker(task, {n: cells[n][:k] for n in TAU_SETS}, {n: accuracy[n][:k] for n in TAU_SETS},
@@ -317,7 +321,7 @@ def _train_and_score(space, section: dict, study: dict, arm: str, seed: int, set
     finally:
         history.close()
     out = {"key": key, "iterations": result.iterations, "last_train_loss": result.last_train_loss,
-           "tau_over_time": tracker.records}
+           "tau_over_time": tracker.records, "scoring": scoring}
     names = list(sets)
     if gives_population:
         out["population"] = list(dict.fromkeys(space.encode(m.arch) for m in controller.population))
@@ -411,7 +415,8 @@ def run_study(space, bench, section: dict, study: dict, data_root, device, work:
             **{k: study[k] for k in ("seeds", "iterations", "n_uniform", "n_top", "tau_every", "tau_cells")},
             "fitness_batches": study["fitness_batches"], "fitness_batch_size": s["fitness_batch_size"],
             "images_per_cell": study["fitness_batches"] * s["fitness_batch_size"],
-            "score": "mean label-smoothed validation loss over the same fixed batches for every cell",
+            "score": next((r["scoring"] for r in runs.values() if r.get("scoring")),
+                          "mean validation loss over the same fixed batches for every cell"),
             "precision": "fraction of the k best-scored cells among the k most accurate of the set",
             "supernet": dict(section["space"]),
             "search": {k: s[k] for k in ("val_interval", "population", "group", "parents", "children_per_parent",
@@ -475,12 +480,12 @@ def table(result: dict):
     budget = (f"{its[0]} iterations each" if len(its) == 1
               else ", ".join(f"{n} {a['iterations']}" for n, a in arms.items()) + " iterations")
     images = sorted({a["images_per_cell"] for a in arms.values()})
-    per_cell = (f"of {images[0] // st['fitness_batches']} images ({images[0]} images per cell)" if len(images) == 1
-                else "(" + ", ".join(f"{n} {a['images_per_cell']}" for n, a in arms.items()) + " images per cell)")
+    per_cell = (f"{images[0]} samples per cell" if len(images) == 1
+                else ", ".join(f"{n} {a['images_per_cell']}" for n, a in arms.items()) + " samples per cell")
     t = Table(title=f"{result['space']}: {' vs '.join(arms)} supernet, ranking against ground truth "
                     f"{result['column']} ({budget}, seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))})")
-    t.caption = (f"arms: {describe_arms(result)}. score = mean label-smoothed validation loss over "
-                 f"{st['fitness_batches']} shared batches {per_cell}; tau / rho between -score and accuracy; "
+    t.caption = (f"arms: {describe_arms(result)}. score = {st['score']}, the same batches for every cell "
+                 f"({per_cell}); tau / rho between -score and accuracy; "
                  f"P@k = share of the k best-scored among the k most accurate of the set; best = the best-scored "
                  f"cell's accuracy and rank among all cells"
                  + ("; mean ± std over seeds" if len(seeds) > 1 else ""))

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 from pydantic import Field
 
-from eps.config import Number, section
+from eps.settings import Number, section
 from eps.errors import ArchError
 from eps.space import SpaceParams, SpaceSettings
 from eps.train.image import ImageRetrainSettings, ImageRetrainTask, ImageSupernetSettings, ImageSupernetTask

@@ -63,7 +63,7 @@ RedoOpt = typer.Option(False, "--redo", help="Replace this stage's finished outp
 
 def _version(value: bool) -> None:
     if value:
-        from eps import __version__
+        from eps._version import __version__
         typer.echo(f"eps {__version__}")
         raise typer.Exit()
 
@@ -195,7 +195,7 @@ def _params_file(path: Optional[Path]) -> Optional[Path]:
 def _params(path: Optional[Path], space: Optional[str], overrides: Optional[dict] = None) -> tuple[str | None, dict]:
     """(the space's registered name, validated params). ``space`` may be a name or a ``file.py:Class`` reference;
     ``path`` defaults to ./params.yaml when it exists, as for the DVC stages."""
-    from eps.config import load_params
+    from eps.params import load_params
     from eps.errors import ConfigError
     from eps.spaces import resolve, space_class
     path = _params_file(path)
@@ -336,7 +336,7 @@ def nb201_import(file: Path = typer.Argument(..., help="Official NAS-Bench-201 v
     """Write eps's compact ground-truth CSV from the official benchmark file."""
     from eps.errors import EpsError
     from eps.spaces.nb201.groundtruth import GROUND_TRUTH_FILE, import_benchmark
-    from eps.config import data_root
+    from eps.params import data_root
     target = out or (data_root(_params(None, None)[1]) / GROUND_TRUTH_FILE)
     if target.exists() and not force:
         raise EpsError(f"{target} exists; pass --force to replace it, or write elsewhere with --out")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from eps import __version__
+from eps._version import __version__
 from eps import io as eio
 from eps.errors import EpsError
 
@@ -259,7 +259,7 @@ def params_for_report(root: Path, space: str, params: dict, explicit: bool) -> d
     Without ``explicit`` params (no ``--params``): the run's own, each stage's keys from that stage's record (a stage
     DVC did not rerun keeps its own settings; the others come from the latest record); ``params`` when nothing is
     recorded. With ``explicit`` params, every finished stage must have been made with them."""
-    from eps.config import load_params
+    from eps.params import load_params
     from eps.errors import ConfigError
     finished = [(stage, found) for stage in ("warmup", "search", "select", "retrain")
                 if (found := read(root / stage)) is not None]

@@ -19,13 +19,13 @@ from rich.text import Text
 from eps import io as eio
 from eps import report as rep
 from eps.analysis import accuracy_over_time, final_population
-from eps.config import data_root
+from eps.params import data_root
 from eps.errors import EpsError
 from eps.selection import check_snapshot
 from eps.space import Drawable, HasOptimum, benchmark_of
 from eps.spaces import cli_name, get_space
 from eps.pipeline import record
-from eps.pipeline.stages import RunPaths, load_history, locked
+from eps.pipeline.runfolder import RunPaths, load_history, locked
 
 _CONTENT_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError, csv.Error)
 

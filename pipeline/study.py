@@ -16,12 +16,12 @@ from rich.console import Console
 from eps import io as eio
 from eps import report as rep
 from eps import study as st
-from eps.config import data_root
+from eps.params import data_root
 from eps.errors import EpsError
 from eps.space import HasBenchmark
 from eps.spaces import get_space, registered, space_class
 from eps.train.common import resolve_device
-from eps.pipeline.stages import RunPaths, locked, log
+from eps.pipeline.runfolder import RunPaths, locked, log
 
 
 def correlation(space_name: str, params: dict, out: str | Path, restart: bool = False) -> dict:

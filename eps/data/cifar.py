@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from eps.data.files import note_read
 from eps.errors import DataError
 
 # CIFAR-10 channel statistics (mean, std), as each reference code normalises with them; the two differ in the
@@ -58,6 +59,8 @@ def _torchvision(cls, name: str, folder: str, root, train: bool, download: bool,
         except Exception as err:
             raise DataError(f"{name} not found or corrupt under {root}/{folder} and the download failed "
                             f"({type(err).__name__}); {fix_download}") from None
+    note_read(*(root / folder / f for f, _ in (ds.train_list if train else ds.test_list)),
+              root / folder / ds.meta["filename"])
     images = torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))
     labels = torch.tensor(ds.targets, dtype=torch.int64)
     return images, labels
@@ -94,6 +97,7 @@ def load_split(root: str | Path, n: int = 50000, log=None, file: str = SPLIT_FIL
             f"indices in 0..{n - 1})")
     fix = f"replace it with {official}, or delete it to use a derived split"
     try:
+        note_read(path)
         split = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: cannot read the split file ({type(err).__name__}: {err}); {fix}") from None

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from eps.data.files import note_read
 from eps.errors import DataError
 
 FOLDER = "ImageNet16"
@@ -81,6 +82,7 @@ def _read_batch(path: Path, md5: str, classes: int) -> tuple[np.ndarray, np.ndar
                         f"val_data) in {path.parent}, or set EPS_DATA_DIR or data_root to the folder that holds "
                         f"{FOLDER}")
     try:
+        note_read(path)
         raw = path.read_bytes()
     except OSError as err:
         raise DataError(f"cannot read ImageNet16 file {path} ({err.strerror}); check its permissions") from None

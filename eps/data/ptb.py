@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from eps.data.files import note_read
 from eps.errors import DataError
 
 EOS = "<eos>"
@@ -44,6 +45,7 @@ class Corpus:
 
 
 def _md5(path: Path) -> str:
+    note_read(path)
     digest = hashlib.md5()
     with open(path, "rb") as f:
         while chunk := f.read(_CHUNK):
@@ -53,6 +55,7 @@ def _md5(path: Path) -> str:
 
 def _read_words(path: Path) -> list[str]:
     """All tokens of the file, ``<eos>`` after every line (equivalent to ``line.split() + ['<eos>']`` per line)."""
+    note_read(path)
     try:
         with open(path, encoding="utf-8") as f:  # universal newlines: \r\n and \r become \n
             text = f.read()

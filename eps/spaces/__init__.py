@@ -9,7 +9,9 @@ Spaces come from three places, all checked against the ``eps.space`` contract wh
   params file's ``plugins`` list).
 
 A space that fails to import or breaks the contract is set aside with a one-line reason; every other space keeps
-working, and only using the broken one is an error.
+working, and only using the broken one is an error. Registration is lazy: a space is imported when its params
+section or its class is first needed, and built and checked (its notation round-trips, ``decode`` refuses garbage)
+when it is first used, so running one space never builds or checks the others.
 """
 from __future__ import annotations
 
@@ -31,18 +33,20 @@ BUILTIN = {
     "darts-rnn": "eps.spaces.darts_rnn.space:DartsRNNSpace",
 }
 ENTRY_POINT_GROUP = "eps.spaces"
-REQUIRED = ("sample", "mutate", "encode", "decode", "largest", "build_network", "num_params", "search_task",
-            "retrain_task", "from_params")
+from eps.space import SPACE_METHODS as REQUIRED  # noqa: E402  (what eps calls on a space: eps/space.py)
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
 
 _classes: dict[str, type] = {}
+_pending: dict[str, str] = {}    # name -> reference of installed spaces not imported yet (built-ins, entry points)
+_checked: set[str] = set()       # spaces whose notation was checked (built from defaults once)
 _broken: dict[str, str] = {}
 _refs: dict[str, str] = {}       # reference -> registered name
 _loaded = False
 
 
-def check_space(cls, where: str) -> type:
-    """``cls`` if it fulfils the contract (``eps.space.SearchSpace``), else SpaceError naming what is missing."""
+def check_space(cls, where: str, build: bool = True) -> type:
+    """``cls`` if it fulfils the contract (``eps.space.SearchSpace``), else SpaceError naming what is missing.
+    ``build``: also build it from its defaults and check its notation (round trip, garbage refused)."""
     from eps.space import SpaceParams
     if not inspect.isclass(cls):
         raise SpaceError(f"{where} is not a class")
@@ -60,13 +64,14 @@ def check_space(cls, where: str) -> type:
     try:
         defaults = params().model_dump()
     except ValidationError as err:
-        from eps.config import _error_lines
+        from eps.settings import error_lines
         raise SpaceError(f"{where} (space {name!r}): its Params defaults do not validate: "
-                         f"{'; '.join(_error_lines(err, params))}") from None
+                         f"{'; '.join(error_lines(err, params))}") from None
     except Exception as err:  # a problems() rule that crashes on the defaults is broken too
         raise SpaceError(f"{where} (space {name!r}): its Params defaults do not validate "
                          f"({type(err).__name__}: {err})".splitlines()[0]) from None
-    _check_notation(cls, name, where, defaults)
+    if build:
+        _check_notation(cls, name, where, params().model_validate(defaults))
     return cls
 
 
@@ -141,11 +146,12 @@ def _import_ref(ref: str, base: Path | None = None):
 _origin: dict[str, str] = {}   # registered name -> the reference it came from
 
 
-def _add(name_hint: str, ref: str, base: Path | None = None) -> str:
+def _add(name_hint: str, ref: str, base: Path | None = None, build: bool = True) -> str:
     """Register the space at ``ref``; a failure is recorded under ``name_hint`` (never under a registered name, so a
-    plugin that collides with a space already registered cannot take that space down)."""
+    plugin that collides with a space already registered cannot take that space down). ``build=False`` defers
+    building and checking its notation to its first use (``space_class``)."""
     try:
-        cls = check_space(_import_ref(ref, base), ref)
+        cls = check_space(_import_ref(ref, base), ref, build=build)
     except SpaceError as err:
         _broken[name_hint] = str(err)
         return name_hint
@@ -155,24 +161,36 @@ def _add(name_hint: str, ref: str, base: Path | None = None) -> str:
         return name_hint
     _classes[cls.name] = cls
     _origin[cls.name] = ref
+    if build:
+        _checked.add(cls.name)
     _broken.pop(name_hint, None)
     return cls.name
 
 
 def _load() -> None:
+    """Note the installed spaces (built-ins, entry points) without importing them."""
     global _loaded
     if _loaded:
         return
     _loaded = True
-    for name, ref in BUILTIN.items():
-        _add(name, ref)
+    _pending.update(BUILTIN)
     try:
         eps_points = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
     except Exception:  # a broken installed distribution must not take eps down
         eps_points = []
     for ep in eps_points:
         if ep.value not in BUILTIN.values():
-            _add(f"{ep.name} (entry point {ep.value})", ep.value)
+            _pending.setdefault(f"{ep.name} (entry point {ep.value})", ep.value)
+
+
+def _import_pending(only: str | None = None) -> None:
+    """Import (without building) the pending installed spaces, or just the one named ``only``."""
+    _load()
+    for hint, ref in list(_pending.items()):
+        if only is not None and hint != only and not hint.startswith(f"{only} ("):
+            continue
+        del _pending[hint]
+        _add(hint, ref, build=False)
 
 
 _by_name: set[str] = set()     # spaces a params file registers, so its users can name them with --space NAME
@@ -214,6 +232,13 @@ def absolute_ref(ref: str) -> str:
     return f"{Path(file).resolve()}:{attr}" if file else ref
 
 
+def origin_ref(name: str) -> str | None:
+    """The ``file.py:Class`` / ``module:Class`` reference the space ``name`` was registered from at run time, or None
+    for an installed space (built-in or entry point)."""
+    ref = _origin.get(name)
+    return ref if ref in _refs else None
+
+
 def cli_name(name: str) -> str:
     """What to pass to ``--space`` for the space ``name``: its name, or the ``file.py:Class`` reference it was
     registered from (a name alone does not find a space kept in a file)."""
@@ -223,29 +248,40 @@ def cli_name(name: str) -> str:
 
 
 def registered() -> tuple[str, ...]:
-    """Names of the usable spaces, built-ins first."""
-    _load()
+    """Names of the usable spaces, built-ins first (imports the installed spaces; builds none)."""
+    _import_pending()
     return tuple(_classes)
 
 
 def broken() -> dict[str, str]:
     """Spaces that could not be registered, with the one-line reason."""
-    _load()
+    _import_pending()
     return dict(_broken)
 
 
 def space_classes(refs: tuple[str, ...] | list[str] = ()) -> dict[str, type]:
     """The installed spaces (built-in and entry points) plus those registered from ``refs``; spaces other loads
     registered from references in the same process are left out, so a params file only ever has its own."""
-    _load()
+    _import_pending()
     by_ref = set(_refs.values())
     wanted = {_refs.get(r, r) for r in refs}
     return {n: c for n, c in _classes.items() if n not in by_ref or n in wanted}
 
 
 def space_class(name: str) -> type:
-    _load()
+    """The class of the space ``name``, built from its defaults and checked on first use (SpaceError if broken)."""
+    _import_pending(only=name)
+    if name not in _classes and name not in _broken:
+        _import_pending()
     if name in _classes:
+        if name not in _checked:
+            try:
+                check_space(_classes[name], _origin[name])
+            except SpaceError as err:
+                del _classes[name]
+                _broken[name] = str(err)
+                raise SpaceError(f"space {name!r} is unusable: {err}") from None
+            _checked.add(name)
         return _classes[name]
     if name in _broken:
         raise SpaceError(f"space {name!r} is unusable: {_broken[name]}")

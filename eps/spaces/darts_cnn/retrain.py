@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from eps import distributed
-from eps.config import Number
+from eps.settings import Number
 from eps.data.augment import Normalize, crop_flip, cutout
 from eps.data.stream import BatchStream
 from eps.data.vision import RETRAIN_DATASETS

@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from eps.config import Number, section
+from eps.settings import Number, section
 from eps.errors import ArchError
 from eps.search import SearchSettings
 from eps.space import SpaceParams, SpaceSettings

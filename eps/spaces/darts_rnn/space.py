@@ -19,7 +19,7 @@ import numpy as np
 
 from pydantic import Field
 
-from eps.config import Number, section
+from eps.settings import Number, section
 from eps.errors import ArchError, ConfigError
 from eps.space import SpaceParams, SpaceSettings
 from eps.spaces.darts_rnn.task import PTBRetrainSettings, PTBSearchSettings, PTBSupernetSettings, PTBWarmupSettings

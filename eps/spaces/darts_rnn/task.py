@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from eps import distributed
-from eps.config import Number
+from eps.settings import Number
 from eps.data.ptb import batchify, get_batch, load_ptb
 from eps.errors import CheckpointError, ConfigError
 from eps.retrain import RetrainSettings

@@ -32,6 +32,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from eps.io import atomic_open
+from eps.data.files import note_read
 from eps.errors import ConfigError, DataError
 
 __all__ = ["DATASET_COLUMNS", "GROUND_TRUTH_FILE", "REQUIRED_COLUMNS", "GroundTruth", "import_benchmark"]
@@ -114,6 +115,7 @@ class GroundTruth:
         path = Path(path)
         try:
             # utf-8-sig: a spreadsheet round trip may add a byte-order mark that would corrupt the first header name.
+            note_read(path)
             with open(path, newline="", encoding="utf-8-sig") as f:
                 text = f.read()
             rows = list(csv.reader(io.StringIO(text, newline="")))

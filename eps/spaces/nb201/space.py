@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import Field
 
-from eps.config import Number, section
+from eps.settings import Number, section
 from eps.data.datasets import DATASETS
 from eps.errors import ArchError
 from eps.space import SpaceParams, SpaceSettings

@@ -1,0 +1,446 @@
+"""The Python front door of eps: build spaces, load params, and run warm-up -> search -> select -> retrain (and the
+study) from a script or a notebook, with or without a run folder.
+
+    import eps
+    exp = eps.Experiment("nb201", params="params.yaml", overrides={"nb201": {"search": {"iterations": 2000}}})
+    found = exp.search()            # runs the warm-up first when warmup.iterations > 0
+    chosen = exp.select(found)      # both selection rules, with ground truth when the space has a benchmark
+    trained = exp.retrain(chosen)   # the standalone network, trained from scratch
+    print(chosen.arch, trained.metrics)
+
+Without ``run_dir`` everything runs in memory: nothing is written, an interrupted call starts over. With
+``run_dir`` each stage checkpoints under ``<run_dir>/<space>/.work/<stage>/`` and a call with the same params resumes
+exactly where an interrupted one stopped (the CLI and ``dvc repro`` run this same code; they add the run folder's
+published outputs, records, locks and up-to-date decisions: ``eps.pipeline``).
+
+Under ``torchrun`` every rank runs the same calls; warm-up and search are data parallel when the space's task
+declares ``supports_distributed`` (else refused), rank 0 writes.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from eps import distributed
+from eps import io as eio
+from eps.analysis import cell_accuracies, population_quality
+from eps.checkpoint import CheckpointDir, data_fingerprint, file_digest
+from eps.errors import ConfigError, EpsError
+from eps.evolution import Controller
+from eps.params import data_root as _data_root
+from eps.params import load_params as _load_params
+from eps.params import params_model
+from eps.progress import console
+from eps.retrain import run_retrain
+from eps.search import run_search, run_warmup
+from eps.selection import Candidate, choose, collect_candidates
+from eps.settings import plain
+from eps.space import Benchmark, DescribesInput, SearchSpace, SpaceParams, benchmark_of, supports_distributed
+from eps.spaces import cli_name, origin_ref, registered, resolve, space_class
+from eps.train.common import SEED_OFFSET, resolve_device, seed_everything
+
+Callback = Callable[[dict], None]
+
+
+# ------------------------------------------------------------------------------------------------ spaces, params
+
+def list_spaces() -> list[str]:
+    """Names of the usable registered spaces (built-ins, entry points, and references registered in this process)."""
+    return list(registered())
+
+
+def load_params(path: str | os.PathLike | None = None, overrides: Mapping | None = None,
+                plugins: Iterable[str] = ()) -> dict:
+    """The full params (defaults, overlaid with the YAML file at ``path`` and then ``overrides``), validated; a plain
+    nested dict as ``params.yaml`` holds it. Raises ConfigError listing every problem, one ``key.path: message``
+    line each."""
+    return _load_params(path, dict(overrides) if overrides else None, plugins)
+
+
+def build_space(space: str, overrides: Mapping | None = None, params: str | os.PathLike | Mapping | None = None
+                ) -> SearchSpace:
+    """The search space ``space`` (a registered name, ``path/to/file.py:Class`` or ``package.module:Class``),
+    configured by its params section: defaults, then ``params`` (a params file or dict), then ``overrides`` (the
+    space's own section, e.g. ``{"space": {"channels": 8}}``). Only this space is built."""
+    return Experiment(space, params=params, overrides={resolve(space): dict(overrides)} if overrides else None).space
+
+
+# ------------------------------------------------------------------------------------------------ results
+
+@dataclass
+class WarmupResult:
+    """The uniformly warmed-up supernet. ``state`` is its weights (``{"model": state_dict}``), ``digest`` names
+    them in the search's checkpoint identity (a file digest, or the weights' digest for an in-memory run)."""
+    supernet: nn.Module | None
+    state: dict
+    digest: str
+    iterations: int
+    last_train_loss: float
+    nonfinite_skipped: int
+    seconds: float = 0.0
+    resumed_from: int = 0
+    data: dict = field(default_factory=dict)
+    source: str = "the warm-up supernet"     # named in errors (the stage layer gives the file)
+    rerun: str = ""                          # extra options of the rerun hint (the stage layer's --out)
+
+
+@dataclass
+class SearchResult:
+    """The evolved proxy search space. ``history``: one snapshot per round (``iteration``, per member ``arch``,
+    ``loss`` in nats, ``count``, ``age``; ``round``: train_loss, lr, fitness_best, fitness_mean, measured);
+    ``population``: the final snapshot; ``quality``: the population against the benchmark (mean/max accuracy in
+    percent, Kendall tau) when the space has one."""
+    history: list[dict]
+    population: dict
+    supernet: nn.Module
+    iterations: int
+    rounds: int
+    last_train_loss: float
+    nonfinite_skipped: int
+    seconds: float
+    resumed_from: int
+    quality: dict | None
+    warmup_digest: str
+    data: dict = field(default_factory=dict)
+
+
+@dataclass
+class Choice:
+    """One selection rule's pick: the architecture (the space's notation), its latest fitness loss (nats), its
+    standalone parameter count, its size-prior score, how often it won a snapshot, and its benchmark accuracies
+    (percent, and ``rank``: 1 = best) when the space has a benchmark."""
+    arch: str
+    loss: float
+    params: int
+    score: float
+    wins: int
+    ground_truth: dict | None
+
+
+@dataclass
+class Selection:
+    """The final choice (spec §1.7): ``arch`` by ``rule``, and each rule's pick in ``choices`` (``size_prior``,
+    ``prior_free``), from ``candidates`` (the population-wide winners of the last ``window`` iterations)."""
+    arch: str
+    rule: str
+    choices: dict[str, Choice]
+    candidates: list[Candidate]
+    final_iteration: int
+    window: int
+    max_params: int
+    population: dict | None
+    benchmark: Benchmark | None = None
+    data: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        """The content of ``select/selection.json``."""
+        out = {"rule": self.rule, "arch": self.arch, "final_iteration": self.final_iteration, "window": self.window,
+               "candidates": len(self.candidates), "max_params": self.max_params}
+        for rule, c in self.choices.items():
+            out[rule] = {"arch": c.arch, "loss": c.loss, "params": c.params, "score": c.score, "wins": c.wins,
+                         "ground_truth": c.ground_truth}
+        out["population"] = self.population
+        return out
+
+
+@dataclass
+class RetrainResult:
+    """The chosen architecture trained from scratch: the network (eval mode), the last epoch's ``metrics`` (the
+    task's: e.g. train_loss, test_acc in percent), every epoch's row in ``history``, and what rebuilds it
+    (``network``: ``build_network`` keyword arguments; ``input_spec``)."""
+    model: nn.Module
+    arch: str
+    metrics: dict
+    history: list[dict]
+    network: dict
+    params: int
+    precision: str
+    input_spec: dict | None
+    seconds: float
+    epoch_seconds: list[float]
+    replica_digests: list[str] | None = None
+    data: dict = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------------ the experiment
+
+class _Callbacks:
+    """A history log that also hands every round's record to the callbacks (rounds replayed on resume are not)."""
+
+    def __init__(self, inner, callbacks: list[Callback]):
+        self.inner, self.callbacks = inner, callbacks
+
+    def append(self, record: dict) -> None:
+        self.inner.append(record)
+        if "round" in record:
+            for cb in self.callbacks:
+                cb(record)
+
+    def commit(self) -> int:
+        return self.inner.commit()
+
+    def digest(self) -> str:
+        return self.inner.digest()
+
+    def verify(self, length: int, digest: str | None = None):
+        return self.inner.verify(length, digest)
+
+    def truncate(self, length: int) -> None:
+        self.inner.truncate(length)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class Experiment:
+    """One search space under one set of params: the four stages as methods that return typed results.
+
+    ``space``: a registered name or a ``file.py:Class`` / ``module:Class`` reference. ``params``: a params file,
+    a params dict, or None (defaults); ``overrides``: a nested dict laid over them (``{"nb201": {"search":
+    {"iterations": 500}}}``). ``run_dir``: the output root (``runs``): stages checkpoint and resume under
+    ``<run_dir>/<space>/.work/``; None runs in memory. ``log``: where one-line notes go (default: the console,
+    rank 0 only). Raises ConfigError (every problem of the params, one line each) or SpaceError.
+    """
+
+    def __init__(self, space: str = "nb201", params: str | os.PathLike | Mapping | None = None, *,
+                 overrides: Mapping | None = None, run_dir: str | os.PathLike | None = None,
+                 plugins: Iterable[str] = (), log: Callable[[str], None] | None = None):
+        self.name = resolve(space)          # registers a space reference on the way
+        own = origin_ref(self.name)          # the reference a space kept in a file was registered from
+        refs = list(plugins) + ([own] if own else [])
+        if isinstance(params, Mapping):
+            file_plugins = params.get("plugins") or []
+            raw = _load_params(None, _deep_merge(dict(params), dict(overrides or {})), refs + list(file_plugins))
+        else:
+            raw = _load_params(params, dict(overrides) if overrides else None, refs)
+        if self.name not in raw:
+            raise ConfigError(f"space {space!r} has no params section; register it with plugins: [{space}]")
+        self.params: dict = raw
+        typed = params_model(list(refs) + list(raw.get("plugins") or [])).model_validate(raw)
+        self.settings: SpaceParams = typed[self.name]
+        self.seed: int = raw["seed"]
+        self.data_root: Path = _data_root(raw)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self._log = log
+        self._space: SearchSpace | None = None
+        self._bench: list = []
+
+    # -------------------------------------------------------------------------------------------- plumbing
+
+    @property
+    def space(self) -> SearchSpace:
+        """The configured search space (built on first use; the other registered spaces are not built)."""
+        if self._space is None:
+            self._space = space_class(self.name).from_params(self.settings)
+        return self._space
+
+    def benchmark(self) -> Benchmark | None:
+        """The space's ground truth when it has one and its file is under the data root, else None."""
+        if not self._bench:
+            self._bench.append(benchmark_of(self.space, self.data_root))
+        return self._bench[0]
+
+    def log(self, msg: str) -> None:
+        if not distributed.is_main():
+            return
+        if self._log is not None:
+            self._log(msg)
+        else:
+            console.print(msg, highlight=False, soft_wrap=True)
+
+    def work_dir(self, stage: str) -> Path | None:
+        """Where ``stage`` keeps its checkpoints (None in memory)."""
+        return None if self.run_dir is None else self.run_dir / self.name / ".work" / stage
+
+    def _device(self, stage: str) -> torch.device:
+        device = distributed.setup(resolve_device(self.params["device"]))
+        seed_everything(self.seed + SEED_OFFSET.get(stage, 0), self.params["deterministic"])
+        return device
+
+    def _identity(self, stage: str, **parts) -> dict:
+        world = {"world_size": distributed.world()} if distributed.world() > 1 else {}
+        return plain({"stage": stage, "seed": self.seed, "space": self.settings.space, **parts, **world})
+
+    def _refuse_world(self, task, stage: str) -> None:
+        """Under torchrun a task that is not data parallel would run whole copies on every rank (the same result,
+        N times the cost): refuse it with one line."""
+        if distributed.world() > 1 and not supports_distributed(task):
+            raise EpsError(f"the {stage} task of space {self.name} does not support several processes "
+                           f"(supports_distributed is not set); run it without torchrun")
+
+    # -------------------------------------------------------------------------------------------- stages
+
+    def warmup(self, *, restart: bool = False, callbacks: Iterable[Callback] = ()) -> WarmupResult:
+        """``warmup.iterations`` steps along uniformly random paths at constant lr (spec §1.4). ``callbacks``
+        receive ``{"iteration", "train_loss"}`` at every checkpoint interval."""
+        s, space = self.settings, self.space
+        device = self._device("warmup")
+        with data_fingerprint(self.data_root) as data:
+            task = space.search_task(s, self.data_root, device, self.seed + SEED_OFFSET["warmup"], "warmup")
+        self._refuse_world(task, "warm-up")
+        identity = self._identity("warmup", warmup=s.warmup, supernet=s.supernet, data=data)
+        ckpt = CheckpointDir(self.work_dir("warmup"), identity, log=self.log)
+        result = run_warmup(space, task, s.warmup, self.seed, ckpt, restart, s.search.on_nonfinite,
+                            on_chunk=list(callbacks))
+        state = {"model": task.model.state_dict()}
+        return WarmupResult(task.model, state, "weights:" + distributed.state_digest(state["model"]),
+                            result.iterations, result.last_train_loss, result.nonfinite_skipped, result.seconds,
+                            result.resumed_from, data)
+
+    def search(self, warmup: WarmupResult | None = None, *, restart: bool = False,
+               callbacks: Iterable[Callback] = (), history: eio.AppendLog | None = None) -> SearchResult:
+        """The EPS search (spec §1.4-1.6): the supernet trains along the proxy space's paths, every round's group is
+        scored and evolved. Starts from ``warmup`` (run here first when None and ``warmup.iterations`` > 0; from the
+        supernet's initialisation when 0). ``callbacks`` receive each round's history record as it ends. ``history``
+        (advanced): the log that receives the records (default: ``<work>/history.jsonl``, or memory)."""
+        s, space = self.settings, self.space
+        if warmup is None and s.warmup.iterations > 0:
+            warmup = self.warmup(restart=restart)
+        device = self._device("search")
+        if warmup is None:
+            # A warm-up of 0 iterations only saves the initialisation, so the supernet is initialised exactly as the
+            # warm-up stage would have (its seed), and the search runs as if it had loaded that file.
+            seed_everything(self.seed + SEED_OFFSET["warmup"], self.params["deterministic"])
+        with data_fingerprint(self.data_root) as data:
+            task = space.search_task(s, self.data_root, device, self.seed + SEED_OFFSET["search"], "search")
+        if warmup is None:
+            seed_everything(self.seed + SEED_OFFSET["search"], self.params["deterministic"])
+        self._refuse_world(task, "search")
+        warm_state, warm_digest = (warmup.state, warmup.digest) if warmup is not None else (None, "initialisation")
+        if warm_state is not None:
+            _check_warm_state(warm_state["model"], task.model.state_dict(), self.name, warmup.source, warmup.rerun)
+        controller = Controller.from_settings(space, np.random.default_rng([self.seed, 2]), s.search)
+        identity = self._identity("search", supernet=s.supernet, search=s.search, warmup_supernet=warm_digest,
+                                  data=data)
+        work = self.work_dir("search")
+        ckpt = CheckpointDir(work, identity, log=self.log)
+        own = history is None
+        if own:
+            history = (eio.AppendLog(work / "history.jsonl") if work is not None and distributed.is_main()
+                       else eio.MemoryLog())
+        log = _Callbacks(history, list(callbacks)) if callbacks else history
+        try:
+            result = run_search(space, task, controller, s.search, log, ckpt, warm_state=warm_state,
+                                restart=restart)
+            path = getattr(history, "path", None)
+            records = (history.records() if isinstance(history, eio.MemoryLog)
+                       else read_history(path) if path is not None and distributed.is_main() else [])
+        finally:
+            if own:
+                history.close()
+        bench = self.benchmark()
+        final = controller.snapshot(result.iterations)
+        quality = population_quality(bench, records[-1]) if records else None
+        return SearchResult(records, final, task.model, result.iterations, result.rounds, result.last_train_loss,
+                            result.nonfinite_skipped, result.seconds, result.resumed_from, quality, warm_digest,
+                            data)
+
+    def select(self, search: SearchResult | list[dict] | str | os.PathLike | None = None) -> Selection:
+        """The final choice (spec §1.7, §6 item 4) from a search's history: a SearchResult, its snapshot records, or
+        a ``history.jsonl`` path (default: this run folder's ``<space>/search/history.jsonl``)."""
+        if search is None:
+            if self.run_dir is None:
+                raise EpsError("select needs a search: exp.select(exp.search()), or a run_dir holding one")
+            search = self.run_dir / self.name / "search" / "history.jsonl"
+        if isinstance(search, SearchResult):
+            snapshots = search.history
+        elif isinstance(search, (str, os.PathLike)):
+            snapshots = read_history(Path(search))
+        else:
+            snapshots = list(search)
+        space, cfg = self.space, self.settings.select
+        with data_fingerprint(self.data_root) as data:  # the ground truth shown beside the choice
+            bench = benchmark_of(space, self.data_root)
+        self._bench[:] = [bench]
+        candidates, final = collect_candidates(snapshots, cfg.window)
+        if not candidates:
+            raise EpsError(f"no measured member in the last {cfg.window} iterations of the history; "
+                           f"run a longer search or raise select.window")
+        for c in candidates:
+            space.decode(c.arch)  # refuse histories written in another space's notation
+        max_params = space.num_params(space.largest())
+        chosen = choose(candidates, lambda a: space.num_params(space.decode(a)), max_params, cfg.alpha, cfg.beta,
+                        order=space.decode)
+        choices = {rule: Choice(c.arch, c.loss, c.params, c.score, c.wins, cell_accuracies(bench, c.arch))
+                   for rule, c in chosen.items()}
+        return Selection(choices[cfg.rule].arch, cfg.rule, choices, candidates, final, cfg.window, max_params,
+                         population_quality(bench, snapshots[-1]), bench, data)
+
+    def retrain(self, arch: str | Selection | None = None, *, restart: bool = False,
+                callbacks: Iterable[Callback] = (), on_start: Callable[[list[dict]], None] | None = None
+                ) -> RetrainResult:
+        """Train ``arch`` (the space's notation, or a Selection's choice) from scratch (spec §1.7): the retrain
+        task's protocol, ``retrain.epochs`` epochs. ``callbacks`` receive each epoch's row (``epoch`` plus the
+        task's train and test metrics) as it ends; ``on_start`` (advanced) the rows a resumed checkpoint already
+        holds, once before the first epoch trained here."""
+        if isinstance(arch, Selection):
+            arch = arch.arch
+        if arch is None:
+            if self.run_dir is None:
+                raise EpsError("retrain needs an architecture: exp.retrain(selection) or exp.retrain('<arch>')")
+            arch = (self.run_dir / self.name / "select" / "arch.txt").read_text().strip()
+        space, s = self.space, self.settings
+        cell = space.decode(arch)
+        device = self._device("retrain")
+        with data_fingerprint(self.data_root) as data:
+            task = space.retrain_task(cell, s, self.data_root, device, self.seed + SEED_OFFSET["retrain"])
+        self._refuse_world(task, "retrain")
+        identity = self._identity("retrain", retrain=s.retrain, arch=arch, data=data)
+        # What a usable checkpoint must hold; one that lacks any of it is treated like a corrupt one (prev.pt).
+        template = {"task": task.state_dict(), "global_rng": {}, "history": [], "epoch": 0}
+        ckpt = CheckpointDir(self.work_dir("retrain"), identity, log=self.log, template=template)
+        cbs = list(callbacks)
+        res = run_retrain(task, s.retrain.epochs, s.retrain.checkpoint_every, ckpt, restart,
+                          log=(lambda row: [cb(row) for cb in cbs]) if cbs else None, on_start=on_start)
+        world = distributed.world()
+        digests = (distributed.all_gather_object(distributed.state_digest(task.model.state_dict()))
+                   if world > 1 else None)
+        hist = res["history"]
+        task.model.eval()
+        return RetrainResult(task.model, arch, {k: v for k, v in hist[-1].items() if k != "epoch"}, hist,
+                             task.network_config, space.num_params(cell), task.precision,
+                             task.input_spec if isinstance(task, DescribesInput) else None, res["seconds"],
+                             res["epoch_seconds"], digests, data)
+
+    def run(self, *, callbacks: Iterable[Callback] = ()) -> tuple[SearchResult, Selection, RetrainResult]:
+        """Warm-up (if any), search, select and retrain in one call."""
+        found = self.search(callbacks=callbacks)
+        chosen = self.select(found)
+        return found, chosen, self.retrain(chosen, callbacks=callbacks)
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+def read_history(path: Path) -> list[dict]:
+    """The snapshot records of a ``history.jsonl``; one-line EpsError for an unreadable file."""
+    try:
+        return list(eio.read_jsonl(path))
+    except (ValueError, OSError) as err:
+        raise EpsError(f"{path} is not a readable snapshot history ({type(err).__name__}); "
+                       f"rerun the search stage or re-import the records") from None
+
+
+def _check_warm_state(warm: dict, model: dict, space_name: str, source: str, rerun: str) -> None:
+    """The warm-up weights must be this supernet's: same tensors, same shapes (else the space or supernet params
+    changed since the warm-up ran)."""
+    keys = set(warm) ^ set(model)
+    shapes = [k for k in set(warm) & set(model) if tuple(warm[k].shape) != tuple(model[k].shape)]
+    if keys or shapes:
+        what = f"tensors {', '.join(sorted(keys)[:3])}" if keys else f"shapes of {', '.join(sorted(shapes)[:3])}"
+        raise EpsError(f"{source} holds another supernet ({what} differ): the space or supernet params changed since "
+                       f"the warm-up ran; rerun it: eps stage warmup --space {cli_name(space_name)}{rerun} --restart")
+
+
+def _deep_merge(base: dict, extra: dict) -> dict:
+    from eps.settings import deep_update
+    return deep_update(base, extra) if extra else base
+
+
+__all__ = ["Choice", "Experiment", "RetrainResult", "SearchResult", "Selection", "WarmupResult", "build_space",
+           "list_spaces", "load_params", "read_history"]
