@@ -41,7 +41,9 @@ from eps.retrain import run_retrain
 from eps.search import run_search, run_warmup
 from eps.selection import Candidate, choose, collect_candidates
 from eps.settings import plain
-from eps.space import Benchmark, DescribesInput, SearchSpace, SpaceParams, benchmark_of, supports_distributed
+from eps.space import (RETRAIN_TASK_ATTRIBUTES, RETRAIN_TASK_METHODS, SUPERNET_TASK_METHODS, Benchmark,
+                       DescribesInput, SearchSpace, SpaceParams, benchmark_of, check_members, supports_distributed,
+                       unhonoured)
 from eps.spaces import cli_name, origin_ref, registered, resolve, space_class
 from eps.train.common import SEED_OFFSET, resolve_device, seed_everything
 
@@ -205,16 +207,19 @@ class Experiment:
     a params dict, or None (defaults); ``overrides``: a nested dict laid over them (``{"nb201": {"search":
     {"iterations": 500}}}``). ``run_dir``: the output root (``runs``): stages checkpoint and resume under
     ``<run_dir>/<space>/.work/``; None runs in memory. ``log``: where one-line notes go (default: the console,
-    rank 0 only). Raises ConfigError (every problem of the params, one line each) or SpaceError.
+    rank 0 only). ``validated``: ``params`` is a dict that ``load_params`` returned (not validated again). Raises
+    ConfigError (every problem of the params, one line each) or SpaceError.
     """
 
     def __init__(self, space: str = "nb201", params: str | os.PathLike | Mapping | None = None, *,
                  overrides: Mapping | None = None, run_dir: str | os.PathLike | None = None,
-                 plugins: Iterable[str] = (), log: Callable[[str], None] | None = None):
+                 plugins: Iterable[str] = (), log: Callable[[str], None] | None = None, validated: bool = False):
         self.name = resolve(space)          # registers a space reference on the way
         own = origin_ref(self.name)          # the reference a space kept in a file was registered from
         refs = list(plugins) + ([own] if own else [])
-        if isinstance(params, Mapping):
+        if validated and isinstance(params, Mapping) and not overrides:  # load_params' own output: typed below
+            raw = dict(params)
+        elif isinstance(params, Mapping):
             file_plugins = params.get("plugins") or []
             raw = _load_params(None, _deep_merge(dict(params), dict(overrides or {})), refs + list(file_plugins))
         else:
@@ -267,6 +272,21 @@ class Experiment:
         world = {"world_size": distributed.world()} if distributed.world() > 1 else {}
         return plain({"stage": stage, "seed": self.seed, "space": self.settings.space, **parts, **world})
 
+    def _checked(self, task, kind: str):
+        """The task, if it has what eps calls on it (eps/space.py), else one SpaceError line naming what it lacks."""
+        members = (("model", "device", *SUPERNET_TASK_METHODS) if kind == "search"
+                   else (*RETRAIN_TASK_ATTRIBUTES, *RETRAIN_TASK_METHODS))
+        check_members(task, members, f"the {kind} task of space {self.name}")
+        return task
+
+    def _refuse_unhonoured(self, task, stages: tuple[str, ...]) -> None:
+        bad = unhonoured(task, self.settings, stages)
+        if bad:
+            keys = ", ".join(f"{self.name}.{k}" for k in bad)
+            raise ConfigError(f"{keys}: set, but the task of space {self.name} does not implement "
+                              f"{'it' if len(bad) == 1 else 'them'} (not in its `honours`); remove "
+                              f"{'it' if len(bad) == 1 else 'them'} from the params or implement it in the task")
+
     def _refuse_world(self, task, stage: str) -> None:
         """Under torchrun a task that is not data parallel would run whole copies on every rank (the same result,
         N times the cost): refuse it with one line."""
@@ -282,8 +302,10 @@ class Experiment:
         s, space = self.settings, self.space
         device = self._device("warmup")
         with data_fingerprint(self.data_root) as data:
-            task = space.search_task(s, self.data_root, device, self.seed + SEED_OFFSET["warmup"], "warmup")
+            task = self._checked(space.search_task(s, self.data_root, device, self.seed + SEED_OFFSET["warmup"],
+                                                   "warmup"), "search")
         self._refuse_world(task, "warm-up")
+        self._refuse_unhonoured(task, ("warmup",))
         identity = self._identity("warmup", warmup=s.warmup, supernet=s.supernet, data=data)
         ckpt = CheckpointDir(self.work_dir("warmup"), identity, log=self.log)
         result = run_warmup(space, task, s.warmup, self.seed, ckpt, restart, s.search.on_nonfinite,
@@ -308,10 +330,12 @@ class Experiment:
             # warm-up stage would have (its seed), and the search runs as if it had loaded that file.
             seed_everything(self.seed + SEED_OFFSET["warmup"], self.params["deterministic"])
         with data_fingerprint(self.data_root) as data:
-            task = space.search_task(s, self.data_root, device, self.seed + SEED_OFFSET["search"], "search")
+            task = self._checked(space.search_task(s, self.data_root, device, self.seed + SEED_OFFSET["search"],
+                                                   "search"), "search")
         if warmup is None:
             seed_everything(self.seed + SEED_OFFSET["search"], self.params["deterministic"])
         self._refuse_world(task, "search")
+        self._refuse_unhonoured(task, ("search",))
         warm_state, warm_digest = (warmup.state, warmup.digest) if warmup is not None else (None, "initialisation")
         if warm_state is not None:
             _check_warm_state(warm_state["model"], task.model.state_dict(), self.name, warmup.source, warmup.rerun)
@@ -389,8 +413,10 @@ class Experiment:
         cell = space.decode(arch)
         device = self._device("retrain")
         with data_fingerprint(self.data_root) as data:
-            task = space.retrain_task(cell, s, self.data_root, device, self.seed + SEED_OFFSET["retrain"])
+            task = self._checked(space.retrain_task(cell, s, self.data_root, device,
+                                                    self.seed + SEED_OFFSET["retrain"]), "retrain")
         self._refuse_world(task, "retrain")
+        self._refuse_unhonoured(task, ("retrain",))
         identity = self._identity("retrain", retrain=s.retrain, arch=arch, data=data)
         # What a usable checkpoint must hold; one that lacks any of it is treated like a corrupt one (prev.pt).
         template = {"task": task.state_dict(), "global_rng": {}, "history": [], "epoch": 0}

@@ -256,6 +256,38 @@ class DistributedTask(Protocol):
     supports_distributed: ClassVar[bool]
 
 
+# Generic settings that a task, not eps, carries out: eps's loops never read them. A task lists in ``honours`` (a
+# ClassVar of "stage.key" strings) the ones it implements; setting another one away from its default is refused when
+# the task is built, so no setting is accepted and silently ignored.
+TASK_SETTINGS = {
+    "warmup": ("batch_size", "momentum", "weight_decay"),
+    "search": ("batch_size", "momentum", "weight_decay", "fitness_batch_size", "fitness_batches", "fitness_shared"),
+    "retrain": ("batch_size", "lr", "weight_decay"),
+}
+ALL_TASK_SETTINGS = frozenset(f"{stage}.{key}" for stage, keys in TASK_SETTINGS.items() for key in keys)
+
+
+def unhonoured(task, section: SpaceParams, stages: tuple[str, ...]) -> list[str]:
+    """The task-implemented settings of ``stages`` that ``section`` sets away from their defaults although ``task``
+    does not list them in its ``honours``."""
+    honours = getattr(task, "honours", frozenset())
+    found = []
+    for stage in stages:
+        cfg = getattr(section, stage)
+        default = type(cfg)()
+        found += [f"{stage}.{k}" for k in TASK_SETTINGS[stage]
+                  if f"{stage}.{k}" not in honours and k in type(cfg).model_fields and cfg[k] != default[k]]
+    return found
+
+
+def check_members(obj, members: tuple[str, ...], what: str) -> None:
+    """SpaceError naming the members of the contract ``obj`` lacks (``what``: e.g. "the search task of space x")."""
+    from eps.errors import SpaceError
+    missing = [m for m in members if not hasattr(obj, m)]
+    if missing:
+        raise SpaceError(f"{what} ({type(obj).__name__}) lacks {', '.join(missing)}; see eps/space.py")
+
+
 def supports_distributed(task) -> bool:
     """Whether ``task`` declares that it runs data parallel under torchrun."""
     return bool(getattr(task, "supports_distributed", False))
@@ -272,5 +304,9 @@ BENCHMARK_MEMBERS = ("primary", "columns", "archs", "__len__", "has", "accuracy"
 
 
 def benchmark_of(space, data_root: Path) -> Benchmark | None:
-    """The space's ground truth if it has one and its file is present, else None."""
-    return space.benchmark(data_root) if isinstance(space, HasBenchmark) else None
+    """The space's ground truth if it has one and its file is present, else None (SpaceError when the object it
+    returns lacks part of the ``Benchmark`` contract)."""
+    bench = space.benchmark(data_root) if isinstance(space, HasBenchmark) else None
+    if bench is not None:
+        check_members(bench, BENCHMARK_MEMBERS, f"the benchmark of space {space.name}")
+    return bench

@@ -46,7 +46,7 @@ from eps.spaces import cli_name
 def _experiment(space_name: str, params: dict, out: str | Path) -> Experiment:
     """The API's experiment over this run folder; joins torchrun's process group first (the lock needs it)."""
     distributed.setup(resolve_device(params["device"]))
-    return Experiment(space_name, params, run_dir=out, log=log)
+    return Experiment(space_name, params, run_dir=out, log=log, validated=True)
 
 
 def warmup(space_name: str, params: dict, out: str | Path, restart: bool = False, redo: bool = False) -> dict:
@@ -159,7 +159,7 @@ def select(space_name: str, params: dict, out: str | Path, restart: bool = False
     paths = RunPaths(out, space_name)
     with locked(paths, "select"):
         history = require(paths.stage("search") / "history.jsonl", "search", space_name, paths)
-        exp = Experiment(space_name, params, run_dir=out, log=log)
+        exp = Experiment(space_name, params, run_dir=out, log=log, validated=True)
         with checkpoint.data_fingerprint(exp.data_root) as data:  # the ground truth shown beside the choice
             exp.benchmark()
         inputs = {"search/history.jsonl": checkpoint.file_digest(history), "data": data}

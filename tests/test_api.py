@@ -98,10 +98,12 @@ def test_list_build_and_load(tmp_path):
 
 PLUGIN = textwrap.dedent('''
     import importlib.util
+    import sys
     import numpy as np
 
     _spec = importlib.util.spec_from_file_location("chain_example_for_api_tests", {example!r})
     _chain = importlib.util.module_from_spec(_spec)
+    sys.modules[_spec.name] = _chain   # its pydantic settings resolve their annotations through the module
     _spec.loader.exec_module(_chain)
 
 

@@ -4,7 +4,7 @@ import yaml
 
 from eps import checkpoint
 from eps.checkpoint import CheckpointDir
-from eps.config import defaults, load_params
+from eps.params import defaults, load_params
 from eps.data.augment import crop_flip
 from eps.errors import CheckpointError, ConfigError
 from tests.conftest import run_eps

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from eps.config import load_params
+from eps.params import load_params
 from eps.errors import ArchError, SpaceError
 from eps.spaces import BUILTIN, check_space, get_space, register_ref, registered
 from tests.conftest import DATA_ROOT, REPO, TINY_NB201, eps_env, run_eps
@@ -204,5 +204,5 @@ def test_reference_run_selects_the_published_cell(tmp_path):
 
 def test_shipped_params_yaml_is_exactly_the_defaults():
     """params.yaml documents the paper protocol: it must hold every key with the code's default value."""
-    from eps.config import defaults
+    from eps.params import defaults
     assert load_params(REPO / "params.yaml") == defaults()

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eps.model_file import read_model
-from eps.config import defaults, load_params
+from eps.params import defaults, load_params
 from eps.distributed import state_digest
 from eps.errors import ArchError
 from eps.spaces.darts_cnn.model import OP_NAMES, NetworkCIFAR, edge_index

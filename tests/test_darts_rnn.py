@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eps.checkpoint import CheckpointDir
-from eps.config import load_params
+from eps.params import load_params
 from eps.data.ptb import PTB_FILES
 from eps.errors import ArchError, ConfigError
 from eps.evolution import Controller

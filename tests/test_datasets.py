@@ -17,7 +17,7 @@ import torch
 from torchvision.datasets import CIFAR100
 
 import eps.data.imagenet16 as in16
-from eps.config import load_params
+from eps.params import load_params
 from eps.data.augment import Normalize
 from eps.data.cifar import CIFAR100_URL, SPLIT_FILE, load_cifar100, load_split
 from eps.data.datasets import DATASETS

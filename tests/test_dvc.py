@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from eps.config import load_params
+from eps.params import load_params
 from tests.conftest import DATA_ROOT, REPO, TINY_NB201
 
 pytestmark = pytest.mark.e2e

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from eps.config import defaults
+from eps.params import defaults
 from eps.spaces.nb201.model import BoxMean3x3
 from eps.spaces import get_space
 from eps.train import common

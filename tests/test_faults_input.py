@@ -460,7 +460,7 @@ class _Recorder(dict):
 def test_dvc_params_cover_what_the_nb201_stages_read(tmp_path, one_thread, monkeypatch):
     """Run the stages in this process on params that record each key read: every key (but the machine's `device`
     and `data_root`) is covered by the stage's params in dvc.yaml."""
-    from eps.config import load_params
+    from eps.params import load_params
     from eps.pipeline import record, report, stages
     # The check that an upstream stage was made with the current params reads the upstream's keys; DVC tracks those
     # through the upstream's outputs, so they are not this stage's params.

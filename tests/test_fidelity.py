@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from eps.config import defaults
+from eps.params import defaults
 from eps.selection import Candidate, choose
 from eps.spaces import get_space
 from eps.spaces.nb201.model import OPS

@@ -17,7 +17,7 @@ import yaml
 
 import eps
 from eps import checkpoint
-from eps.config import load_params
+from eps.params import load_params
 from eps.distributed import state_digest
 from eps.errors import EpsError, SpaceError
 from eps.model_file import FORMAT, KEYS, model_path, read_model, save_model, weights_digest
@@ -283,7 +283,7 @@ def test_a_relative_plugin_reference_loads_from_any_working_directory(tmp_path):
     (project / "examples").mkdir(parents=True)
     (project / "examples" / "chain_space.py").write_text((REPO / "examples" / "chain_space.py").read_text())
     save = (
-        "import torch; from eps.spaces import register_ref, get_space; from eps.config import load_params\n"
+        "import torch; from eps.spaces import register_ref, get_space; from eps.params import load_params\n"
         "from eps.model_file import save_model\n"
         "ref = 'examples/chain_space.py:ChainSpace'; name = register_ref(ref)\n"
         "space = get_space(name, load_params(None, {'plugins': [ref]})[name])\n"

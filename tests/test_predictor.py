@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from eps import checkpoint
-from eps.config import defaults
+from eps.params import defaults
 from eps.evolution import Controller
 from eps.metrics import kendall_tau
 from eps.predictor import Predictor

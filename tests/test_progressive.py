@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from eps import checkpoint
-from eps.config import defaults
+from eps.params import defaults
 from eps.spaces import get_space
 from tests.conftest import DATA_ROOT
 
@@ -80,7 +80,7 @@ def test_resume_across_a_growth_step_is_exact():
 
 
 def test_schedule_must_increase():
-    from eps.config import load_params
+    from eps.params import load_params
     from eps.errors import ConfigError
     with pytest.raises(ConfigError, match="nb201.supernet.progressive"):
         load_params(None, {"nb201": {"supernet": {"progressive": [30000, 15000]}}})

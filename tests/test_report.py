@@ -204,7 +204,7 @@ def test_report_plots_have_titles_units_and_reference_lines(run_copy, bench, mon
     """The figures the report saves, caught before saving: titles, units, integer epochs, the benchmark optimum and
     the chosen cell, Kendall tau of the final population as the history gives it."""
     from eps.pipeline import report
-    from eps.config import load_params
+    from eps.params import load_params
     params_file, out = run_copy
     root = out / "nb201"
     figures = {}

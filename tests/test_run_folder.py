@@ -7,7 +7,7 @@ import shutil
 import pytest
 import yaml
 
-from eps.config import load_params
+from eps.params import load_params
 from tests.conftest import TINY_NB201, run_eps
 
 pytestmark = pytest.mark.e2e

@@ -15,7 +15,7 @@ import yaml
 from eps import io as eio
 from eps import study as st
 from eps.checkpoint import CheckpointDir
-from eps.config import load_params
+from eps.params import load_params
 from eps.errors import CheckpointError, ConfigError
 from eps.evolution import Controller
 from eps.search import run_search

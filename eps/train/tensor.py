@@ -28,7 +28,7 @@ from eps.data.stream import BatchStream
 from eps.errors import DataError, SpaceError
 from eps.io import plain_values
 from eps.retrain import RetrainSettings
-from eps.space import SupernetSettings
+from eps.space import ALL_TASK_SETTINGS, SupernetSettings
 from eps.train.common import (amp_active, as_dict, autocast, cosine_lr, decay_groups, make_generator, score_members,
                               set_lr)
 
@@ -125,6 +125,7 @@ class TensorSupernetTask:
     (``torch.channels_last`` for 4-D inputs only). Raises DataError for data a loss cannot take.
     """
     supports_distributed: ClassVar[bool] = True
+    honours: ClassVar[frozenset[str]] = ALL_TASK_SETTINGS   # every generic setting a task carries out (eps.space)
 
     def __init__(self, model: nn.Module, section, stage: str, train, valid, device: torch.device, seed: int, *,
                  transform: Transform | None = None, valid_transform: Transform | None = None,
@@ -268,6 +269,7 @@ class TensorRetrainTask:
     Under torchrun each step is that of one process on the whole batch, as in ``TensorSupernetTask``.
     """
     supports_distributed: ClassVar[bool] = True
+    honours: ClassVar[frozenset[str]] = ALL_TASK_SETTINGS   # every generic setting a task carries out (eps.space)
 
     def __init__(self, model: nn.Module, cfg, train, test, device: torch.device, seed: int, *,
                  network: dict | None = None, transform: Transform | None = None,

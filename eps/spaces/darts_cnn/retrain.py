@@ -25,6 +25,7 @@ from eps.data.augment import Normalize, crop_flip, cutout
 from eps.data.stream import BatchStream
 from eps.data.vision import RETRAIN_DATASETS
 from eps.errors import CheckpointError, ConfigError
+from eps.space import ALL_TASK_SETTINGS
 from eps.train.common import autocast, cosine_lr, make_generator, set_lr
 from eps.train.image import ImageRetrainSettings, load_train_test
 
@@ -55,6 +56,7 @@ class DartsRetrainTask:
     """``network``: the keywords with which ``DartsCNNSpace.build_network(arch, **network)`` built ``model``
     (``network_config``, saved in ``retrain/model.pt``)."""
     supports_distributed = True
+    honours = ALL_TASK_SETTINGS
 
     def __init__(self, model: nn.Module, cfg: dict, data_root, device: torch.device, seed: int, *, network: dict):
         self.network = dict(network)

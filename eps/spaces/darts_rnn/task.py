@@ -22,7 +22,7 @@ from eps.data.ptb import batchify, get_batch, load_ptb
 from eps.errors import CheckpointError, ConfigError
 from eps.retrain import RetrainSettings
 from eps.search import SearchSettings, WarmupSettings
-from eps.space import SupernetSettings
+from eps.space import ALL_TASK_SETTINGS, SupernetSettings
 from eps.train.common import make_generator, score_members, set_lr
 
 
@@ -148,6 +148,10 @@ class PTBSearchTask:
     lr x seq_len / bptt, clipping, SGD. The hidden state is carried between steps and reset to zero when the read
     position is 0 and, unless ``space.reference_hidden_state``, whenever the architecture changes.
     """
+    # Under torchrun the fitness members are dealt to the ranks; training runs whole on every rank (a recurrent
+    # stream of 128 columns does not split without changing the hidden-state semantics).
+    supports_distributed = True
+    honours = ALL_TASK_SETTINGS
 
     def __init__(self, space, section: dict, stage: str, data_root, device: torch.device, seed: int):
         self.device = device
@@ -259,6 +263,7 @@ class PTBRetrainTask:
     # own dropout masks; gradients are averaged before clipping, so every rank takes the same step); validation and
     # test run whole on every rank, so the ASGD switch and the best model are decided alike everywhere.
     supports_distributed = True
+    honours = ALL_TASK_SETTINGS
 
     def __init__(self, space, arch, section: dict, data_root, device: torch.device, seed: int):
         self.device = device
