@@ -19,7 +19,7 @@ import time
 import numpy as np
 import torch
 
-from eps.config import data_root, defaults
+from eps.params import data_root, defaults
 from eps.spaces import get_space
 from eps.train.common import resolve_device, seed_everything
 
