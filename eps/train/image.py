@@ -20,7 +20,7 @@ from eps.data.augment import Normalize, crop_flip
 from eps.data.cifar import load_split
 from eps.data.datasets import DATASETS
 from eps.data.stream import BatchStream
-from eps.errors import SpaceError
+from eps.errors import ConfigError, SpaceError
 from eps.model_file import plain_values
 from eps.retrain import RetrainSettings
 from eps.space import SupernetSettings
@@ -37,6 +37,7 @@ class ImageSupernetSettings(SupernetSettings):
     channels_last: bool = True       # NHWC activations: faster convolutions on CPUs and tensor cores
     amp: bool = False                # bf16 autocast on CUDA and on CPUs with native bf16; fp32 elsewhere
     data_subset: int = Field(0, ge=0)  # first N indices of each half of the split (0 = all; tiny runs)
+    engine: Literal["auto", "path", "graph"] = "auto"  # auto: graph on CUDA where the space has one (eps/train/graph.py)
 
 
 class ImageRetrainSettings(RetrainSettings):
@@ -71,10 +72,13 @@ class ImageSupernetTask:
     search), the data and loss take ``section["supernet"]`` (``ImageSupernetSettings``) and fitness takes
     ``section["search"]``. Images stay uint8 on the device; augmentation runs on batches there.
     """
+    engine = "path"  # supernet.engine this class runs (eps/train/graph.py: the graph engine)
 
     def __init__(self, model: nn.Module, section: dict, stage: str, data_root, device: torch.device, seed: int,
                  dataset: str = "cifar10"):
         net, opt, search = section["supernet"], section[stage], section["search"]
+        if net.get("engine") == "graph" and self.engine != "graph":  # spaces with a graph form build GraphSupernetTask
+            raise ConfigError("supernet.engine: graph: this space's supernet has no graph engine; set auto or path")
         self.device = device
         self.memory_format = torch.channels_last if net["channels_last"] else torch.contiguous_format
         self.model = model.to(device, memory_format=self.memory_format)
