@@ -1,12 +1,17 @@
 """Seconds per EPS round at the paper's sizes: 50 supernet steps at batch 128 + 64 fitness forwards at batch 250.
 
     python -m bench.round --space nb201|darts-cnn|darts-rnn [--device cpu|cuda] [--rounds 2] [--plain] [--amp]
-                          [--steps N --members M] [--updates all_used|path_only]
+                          [--steps N --members M] [--updates all_used|path_only] [--engine auto|path|graph]
+                          [--count-ops]
 
 Uses real batches (CIFAR-10 or PTB from EPS_DATA_DIR) and random architectures from the space's own sampler; the first
 round is a warm-up and is not timed. ``--steps``/``--members`` time only part of a round (for the DARTS supernets on a
 CPU, where a paper-size round takes many minutes): seconds per round are then projected from the measured rates, and
 the JSON says ``"partial": true``. Prints a table and, last, one JSON line.
+
+``--count-ops`` adds the operators dispatched by one training step and per fitness member (``torch.profiler``, after
+the warm-up round): ``ops`` = leaf aten operators, ``kernels`` = those that compute (views, reshapes and allocations
+left out) plus inductor's fused kernels (each a kernel launch on a GPU unless replayed in a CUDA graph).
 """
 from __future__ import annotations
 
@@ -24,6 +29,32 @@ from eps.spaces import get_space
 from eps.train.common import resolve_device, seed_everything
 
 
+# aten operators that only make views, reshape metadata or allocate: no kernel launch on a GPU
+NO_KERNEL = {"aten::view", "aten::reshape", "aten::_reshape_alias", "aten::as_strided", "aten::empty",
+             "aten::empty_strided", "aten::empty_like", "aten::t", "aten::transpose", "aten::permute", "aten::expand",
+             "aten::unsqueeze", "aten::squeeze", "aten::select", "aten::slice", "aten::detach", "aten::alias",
+             "aten::lift_fresh", "aten::resolve_conj", "aten::resolve_neg", "aten::split", "aten::unbind",
+             "aten::chunk", "aten::narrow", "aten::flatten", "aten::unflatten", "aten::_unsafe_view", "aten::set_",
+             "aten::result_type", "aten::is_nonzero", "aten::item", "aten::_local_scalar_dense", "aten::numel"}
+
+
+def dispatch_counts(fn) -> dict:
+    """Operators ``fn()`` dispatches: ``ops`` (leaf aten operators) and ``kernels`` (leaf aten operators that compute,
+    plus inductor's fused kernels)."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    ops = kernels = 0
+    for e in prof.events():
+        if e.name.startswith("aten::"):
+            if not any(c.name.startswith("aten::") for c in e.cpu_children):
+                ops += 1
+                kernels += e.name not in NO_KERNEL
+        elif "cpp_fused" in e.name or e.name.startswith("triton_"):
+            kernels += 1
+    return {"ops": ops, "kernels": kernels}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--space", default="nb201")
@@ -36,7 +67,12 @@ def main() -> None:
                     help="supernet.optimizer_updates (image spaces): the reference's (default) or path-only SGD")
     ap.add_argument("--steps", type=int, default=0, help="train steps timed per round (default: val_interval)")
     ap.add_argument("--members", type=int, default=0, help="fitness forwards timed per round (default: group)")
+    ap.add_argument("--engine", choices=("auto", "path", "graph"), default="auto", help="supernet.engine (NB201)")
+    ap.add_argument("--count-ops", action="store_true", help="operators per training step and per fitness member")
     args = ap.parse_args()
+    if args.count_ops:  # inductor's C++ kernels show in the profiler only when built with this
+        import os
+        os.environ.setdefault("TORCHINDUCTOR_CPP_ENABLE_KERNEL_PROFILE", "1")
     if args.threads:
         torch.set_num_threads(args.threads)
     params = defaults()
@@ -50,6 +86,8 @@ def main() -> None:
         net["amp"] = args.amp
     if "optimizer_updates" in net:
         net["optimizer_updates"] = args.updates
+    if "engine" in net:
+        net["engine"] = args.engine
     seed_everything(0)
     device = resolve_device(args.device)
     space = get_space(args.space, section)
@@ -94,6 +132,13 @@ def main() -> None:
         "machine": platform.processor() or platform.machine(),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
     }
+    out["engine"] = getattr(task, "engine", "path")
+    if args.count_ops:
+        arch = space.sample(rng)
+        out["dispatch_per_train_step"] = dispatch_counts(lambda: task.train_step(arch, s["lr"]).item())
+        group = [space.sample(rng) for _ in range(members)]
+        fit = dispatch_counts(lambda: task.fitness(group).sum().item())
+        out["dispatch_per_fitness_member"] = {k: round(v / members, 1) for k, v in fit.items()}
     for k, v in out.items():
         print(f"{k:>24}: {v}")
     print(json.dumps(out))

@@ -5,6 +5,8 @@ scratch (NB201 protocol).
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn as nn
 from pydantic import Field
@@ -12,6 +14,7 @@ from pydantic import Field
 from eps.data.augment import Normalize, crop_flip
 from eps.data.cifar import load_split
 from eps.data.datasets import DATASETS
+from eps.errors import ConfigError
 from eps.train.common import as_dict
 from eps.train.tensor import (PathParameters, ProgressiveSupernet, TensorRetrainSettings, TensorRetrainTask,
                               TensorSupernetSettings, TensorSupernetTask, require_network)
@@ -29,6 +32,7 @@ class ImageSupernetSettings(TensorSupernetSettings):
     """What ``ImageSupernetTask`` reads besides the stage's optimiser values (``<space>.supernet``)."""
     channels_last: bool = True       # NHWC activations: faster convolutions on CPUs and tensor cores
     data_subset: int = Field(0, ge=0)  # first N indices of each half of the split (0 = all; tiny runs)
+    engine: Literal["auto", "path", "graph"] = "auto"  # auto: graph on CUDA where the space has one (eps/train/graph.py)
 
 
 class ImageRetrainSettings(TensorRetrainSettings):
@@ -45,11 +49,14 @@ class ImageSupernetTask(TensorSupernetTask):
     ``section`` as for the tensor task, its ``supernet`` section being ``ImageSupernetSettings``. Images stay uint8
     on the device; augmentation and normalisation run on batches there.
     """
+    engine = "path"  # supernet.engine this class runs (eps/train/graph.py: the graph engine)
 
     def __init__(self, model: nn.Module, section, stage: str, data_root, device: torch.device, seed: int,
                  dataset: str = "cifar10"):
         section = as_dict(section)
         net = section["supernet"]
+        if net.get("engine") == "graph" and self.engine != "graph":  # spaces with a graph form build GraphSupernetTask
+            raise ConfigError("supernet.engine: graph: this space's supernet has no graph engine; set auto or path")
         data = DATASETS[dataset]
         images, labels = data.load(data_root, train=True)
         train_idx, valid_idx = load_split(data_root, n=len(labels), file=data.split_file, official=data.split_source)

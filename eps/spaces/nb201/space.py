@@ -190,9 +190,15 @@ class NB201Space:
         return self._params_cache[key]
 
     def search_task(self, section: dict, data_root, device, seed: int, stage: str = "search"):
+        from eps import distributed
+        from eps.spaces.nb201.graph import NB201Graph
+        from eps.train.graph import GraphSupernetTask, choose_engine
         from eps.train.image import ImageSupernetTask
         net = section["supernet"]
         model = self.build_supernet(net["skip_dead_edges"], net["progressive"], net["new_cell_init"])
+        if choose_engine(net["engine"], device, has_graph=True, world=distributed.world()) == "graph":
+            return GraphSupernetTask(model, section, stage, data_root, device, seed,
+                                     dataset=section["space"]["dataset"], form=NB201Graph)
         return ImageSupernetTask(model, section, stage, data_root, device, seed, dataset=section["space"]["dataset"])
 
     def benchmark(self, data_root):
