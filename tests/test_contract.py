@@ -21,8 +21,11 @@ from tests.test_darts_rnn import TINY as TINY_RNN
 pytestmark = pytest.mark.unit
 
 EXAMPLE = "examples/chain_space.py:ChainSpace"
-register_ref(str(REPO / EXAMPLE))
-SPACES = [*BUILTIN, "chain"]
+GLYPH = "examples/tensor_space.py:GlyphSpace"    # the generic tensor tasks on data that is not CIFAR
+PLUGINS = {"chain": EXAMPLE, "glyph": GLYPH}
+for _ref in PLUGINS.values():
+    register_ref(str(REPO / _ref))
+SPACES = [*BUILTIN, *PLUGINS]
 
 
 def tiny(name: str) -> dict:
@@ -31,6 +34,14 @@ def tiny(name: str) -> dict:
         return yaml.safe_load(yaml.safe_dump(TINY_NB201))
     if name == "darts-rnn":
         return yaml.safe_load(yaml.safe_dump(TINY_RNN))
+    if name == "glyph":
+        cfg = yaml.safe_load((REPO / "examples" / "tensor.yaml").read_text())
+        cfg["plugins"] = [str(REPO / GLYPH)]
+        cfg["glyph"].update(space={"channels": 16, "samples": 600}, warmup={"iterations": 20, "batch_size": 32},
+                            search={"iterations": 60, "val_interval": 10, "population": 8, "group": 4, "parents": 2,
+                                    "batch_size": 32, "fitness_batch_size": 50, "checkpoint_every": 1},
+                            select={"window": 40}, retrain={"epochs": 1, "batch_size": 32})
+        return cfg
     loop = {"iterations": 30, "val_interval": 10, "population": 8, "group": 4, "parents": 2, "batch_size": 16,
             "fitness_batch_size": 32, "checkpoint_every": 1}
     section = {"warmup": {"iterations": 0}, "supernet": {"data_subset": 256, "channels_last": False},
@@ -89,12 +100,12 @@ def test_largest_is_the_largest_and_counts_are_positive_integers(space):
 @pytest.mark.cli
 @pytest.mark.parametrize("name", SPACES)
 def test_params_section_comes_from_the_space_defaults_and_pastes_back(name, tmp_path):
-    args = ["params", "--space", f"{REPO / EXAMPLE}" if name == "chain" else name]
+    args = ["params", "--space", f"{REPO / PLUGINS[name]}" if name in PLUGINS else name]
     printed = run_eps(*args, cwd=tmp_path).stdout
     section = yaml.safe_load(printed)
     assert list(section) == [name]
     pasted = tmp_path / "params.yaml"
-    pasted.write_text(yaml.safe_dump({"spaces": [name], "plugins": [str(REPO / EXAMPLE)] if name == "chain" else [],
+    pasted.write_text(yaml.safe_dump({"spaces": [name], "plugins": [str(REPO / PLUGINS[name])] if name in PLUGINS else [],
                                       **section}))
     assert load_params(pasted)[name] == section[name]
 

@@ -1,6 +1,9 @@
 """The import layers hold: `lint-imports` (import-linter, from this venv) with the contracts of pyproject.toml's
-[tool.importlinter], run from the repository root on this checkout's sources."""
+[tool.importlinter], run on this checkout's sources laid out as installed (the repository's `pipeline/` is the
+package `eps.pipeline`, which import-linter finds only inside `eps/`)."""
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,14 +17,22 @@ pytestmark = pytest.mark.unit
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 
 
-def lint_imports(config: Path) -> subprocess.CompletedProcess:
+def installed_layout(root: Path) -> Path:
+    """A copy of the sources as pip installs them: ``eps/`` with ``pipeline/`` as ``eps/pipeline/``."""
+    shutil.copytree(REPO / "eps", root / "eps", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "pipeline", root / "eps" / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    return root
+
+
+def lint_imports(config: Path, root: Path | None = None) -> subprocess.CompletedProcess:
     # --no-cache: nothing written into the checkout, and no cache shared between concurrent runs
-    return subprocess.run([str(LINT_IMPORTS), "--no-cache", "--no-logo", str(config)], cwd=REPO, capture_output=True,
-                          text=True, timeout=600)
+    env = {**os.environ, "PYTHONPATH": str(root)} if root is not None else None
+    return subprocess.run([str(LINT_IMPORTS), "--no-cache", "--no-logo", str(config)], cwd=root or REPO,
+                          capture_output=True, text=True, timeout=600, env=env)
 
 
-def test_pyproject_import_contracts_are_kept():
-    proc = lint_imports(REPO / "pyproject.toml")
+def test_pyproject_import_contracts_are_kept(tmp_path):
+    proc = lint_imports(REPO / "pyproject.toml", installed_layout(tmp_path))
     output = f"lint-imports pyproject.toml exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
     assert proc.returncode == 0, output
     assert re.search(r"Contracts: [1-9]\d* kept, 0 broken\.", proc.stdout), output  # at least one contract checked
@@ -37,3 +48,13 @@ def test_a_broken_contract_fails_the_check(tmp_path):
     proc = lint_imports(config)
     assert proc.returncode == 1, f"{proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     assert "eps.train without torch BROKEN" in proc.stdout and "-> torch" in proc.stdout, proc.stdout
+
+
+def test_an_import_from_a_lower_layer_to_a_higher_one_breaks_the_layers(tmp_path):
+    """The real contract catches a loop module importing the stage layer (the kind of cycle eps had before 0.2)."""
+    root = installed_layout(tmp_path)
+    search = root / "eps" / "search.py"
+    search.write_text(search.read_text() + "\n\ndef _upwards():\n    from eps.pipeline import stages  # noqa\n")
+    proc = lint_imports(REPO / "pyproject.toml", root)
+    assert proc.returncode == 1, f"{proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    assert "eps layers" in proc.stdout and "BROKEN" in proc.stdout and "eps.search -> eps.pipeline" in proc.stdout
