@@ -218,7 +218,7 @@ class Experiment:
         own = origin_ref(self.name)          # the reference a space kept in a file was registered from
         refs = list(plugins) + ([own] if own else [])
         if validated and isinstance(params, Mapping) and not overrides:  # load_params' own output: typed below
-            raw = dict(params)
+            raw = params
         elif isinstance(params, Mapping):
             file_plugins = params.get("plugins") or []
             raw = _load_params(None, _deep_merge(dict(params), dict(overrides or {})), refs + list(file_plugins))
@@ -227,7 +227,7 @@ class Experiment:
         if self.name not in raw:
             raise ConfigError(f"space {space!r} has no params section; register it with plugins: [{space}]")
         self.params: dict = raw
-        typed = params_model(list(refs) + list(raw.get("plugins") or [])).model_validate(raw)
+        typed = params_model(list(refs) + list(dict(raw).get("plugins") or [])).model_validate(dict(raw))
         self.settings: SpaceParams = typed[self.name]
         self.seed: int = raw["seed"]
         self.data_root: Path = _data_root(raw)

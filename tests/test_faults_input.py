@@ -418,7 +418,7 @@ def test_dvc_module_walk_sees_the_stage_code():
     """The walk itself: stages run the spaces (through the registry's strings), the report its own modules only."""
     stage = {f.relative_to(REPO).as_posix() for f in _cli_command_modules("_stage")}
     assert {"pipeline/stages.py", "eps/spaces/nb201/space.py", "eps/spaces/darts_rnn/task.py", "eps/train/image.py",
-            "eps/config.py", "eps/selection.py"} <= stage
+            "eps/settings.py", "eps/params.py", "eps/api.py", "eps/selection.py"} <= stage
     assert "pipeline/report.py" not in stage and "eps/report.py" not in stage
     assert "pipeline/report.py" in {f.relative_to(REPO).as_posix() for f in _cli_command_modules("report")}
 
@@ -440,7 +440,8 @@ def test_dvc_stages_declare_the_params_they_read():
 
 
 class _Recorder(dict):
-    """A params dict that records every key path read through it."""
+    """A params dict that records every key path read through it (not while ``paused``: validation reads all)."""
+    paused = False
 
     def __init__(self, data: dict, path: str, log: set):
         super().__init__(data)
@@ -449,7 +450,8 @@ class _Recorder(dict):
     def __getitem__(self, key):
         value = super().__getitem__(key)
         path = f"{self._path}.{key}" if self._path else str(key)
-        self._log.add(path)
+        if not _Recorder.paused:
+            self._log.add(path)
         return _Recorder(value, path, self._log) if isinstance(value, dict) else value
 
     def get(self, key, default=None):
@@ -471,10 +473,46 @@ def test_dvc_params_cover_what_the_nb201_stages_read(tmp_path, one_thread, monke
     monkeypatch.setattr(record, "run_params", lambda params, space: run_params(plain, space))
     declared = {name: [str(p).replace("${item}", "nb201") for p in st["params"]]
                 for name, st in _dvc_stages().items()}
+    # The stages hand the params to the API, which reads the space's section through typed settings objects: their
+    # reads are recorded too (attribute reads of fields, mapped back to key paths).
+    from eps.api import Experiment
+    from eps.settings import Settings
+    made, reads = [], []
+    init, get = Experiment.__init__, Settings.__getattribute__
+
+    def recording_init(self, *args, **kwargs):
+        _Recorder.paused = True  # validating the params reads every key; what the stage then reads is recorded
+        try:
+            init(self, *args, **kwargs)
+        finally:
+            _Recorder.paused = False
+        made.append(self)
+
+    def recording_get(self, name):
+        if not _Recorder.paused and not name.startswith("_") and name in type(self).model_fields:
+            reads.append((id(self), name))
+        return get(self, name)
+
+    monkeypatch.setattr(Experiment, "__init__", recording_init)
+    monkeypatch.setattr(Settings, "__getattribute__", recording_get)
+
+    def paths(obj, prefix: str, out: dict) -> dict:
+        out[id(obj)] = prefix
+        for field in type(obj).model_fields:
+            value = get(obj, field)
+            if isinstance(value, Settings):
+                paths(value, f"{prefix}.{field}", out)
+        return out
+
     for name in ("warmup", "search", "select", "retrain", "report"):
         log: set = set()
         params = _Recorder(plain, "", log)
+        made.clear(), reads.clear()
         (report.report if name == "report" else getattr(stages, name))("nb201", params, tmp_path / "runs")
+        where: dict = {}
+        for exp in made:
+            paths(exp.settings, exp.name, where)
+        log |= {f"{where[i]}.{field}" for i, field in reads if i in where}
         uncovered = sorted(k for k in log - {"device", "data_root", "nb201"}
                            if not any(k == q or k.startswith(q + ".") or q.startswith(k + ".")
                                       for q in declared[name]))
