@@ -136,9 +136,3 @@ def score_members(archs: list, draw, score, n_batches: int, shared: bool, device
         losses.append(cache[arch])
     out = torch.stack(losses).float() if losses else torch.empty(0, device=device)
     return distributed.all_reduce_sum(out) if distributed.world() > 1 and losses else out
-
-
-def as_dict(cfg) -> dict:
-    """A settings section as a plain dict: typed settings (pydantic) are dumped, nested sections included; a dict
-    passes through. Tasks take either, so they work with the core's typed sections and with plain ones."""
-    return cfg.model_dump() if hasattr(cfg, "model_dump") else cfg

@@ -15,7 +15,6 @@ from eps.data.augment import Normalize, crop_flip
 from eps.data.cifar import load_split
 from eps.data.datasets import DATASETS
 from eps.errors import ConfigError
-from eps.train.common import as_dict
 from eps.train.tensor import (PathParameters, ProgressiveSupernet, TensorRetrainSettings, TensorRetrainTask,
                               TensorSupernetSettings, TensorSupernetTask, require_network)
 
@@ -53,7 +52,6 @@ class ImageSupernetTask(TensorSupernetTask):
 
     def __init__(self, model: nn.Module, section, stage: str, data_root, device: torch.device, seed: int,
                  dataset: str = "cifar10"):
-        section = as_dict(section)
         net = section["supernet"]
         if net.get("engine") == "graph" and self.engine != "graph":  # spaces with a graph form build GraphSupernetTask
             raise ConfigError("supernet.engine: graph: this space's supernet has no graph engine; set auto or path")
@@ -72,7 +70,6 @@ class ImageSupernetTask(TensorSupernetTask):
 
 def load_train_test(load, data_root, cfg):
     """The full training and test sets of an image dataset, cut to ``train_subset``/``test_subset`` when set."""
-    cfg = as_dict(cfg)
     train_x, train_y = load(data_root, train=True)
     test_x, test_y = load(data_root, train=False)
     n_train, n_test = cfg["train_subset"] or len(train_y), cfg["test_subset"] or len(test_y)
@@ -90,7 +87,6 @@ class ImageRetrainTask(TensorRetrainTask):
     def __init__(self, model: nn.Module, cfg, data_root, device: torch.device, seed: int,
                  dataset: str = "cifar10", network: dict | None = None):
         require_network(self, network)  # before the dataset is loaded: a missing network fails at once
-        cfg = as_dict(cfg)
         data = DATASETS[dataset]
         train, test = load_train_test(data.load, data_root, cfg)
         self.norm = Normalize(data.mean, data.std, device)

@@ -29,7 +29,7 @@ from eps.errors import DataError, SpaceError
 from eps.io import plain_values
 from eps.retrain import RetrainSettings
 from eps.space import ALL_TASK_SETTINGS, SupernetSettings
-from eps.train.common import (amp_active, as_dict, autocast, cosine_lr, decay_groups, make_generator, score_members,
+from eps.train.common import (amp_active, autocast, cosine_lr, decay_groups, make_generator, score_members,
                               set_lr)
 
 Transform = Callable[[torch.Tensor, "torch.Generator | None"], torch.Tensor]
@@ -130,7 +130,6 @@ class TensorSupernetTask:
     def __init__(self, model: nn.Module, section, stage: str, train, valid, device: torch.device, seed: int, *,
                  transform: Transform | None = None, valid_transform: Transform | None = None,
                  memory_format: torch.memory_format = torch.contiguous_format):
-        section = as_dict(section)
         net, opt, search = section["supernet"], section[stage], section["search"]
         self.device, self.memory_format = device, memory_format
         self.model = model.to(device, memory_format=memory_format)
@@ -276,7 +275,6 @@ class TensorRetrainTask:
                  eval_transform: Transform | None = None,
                  memory_format: torch.memory_format = torch.contiguous_format, input_spec: dict | None = None):
         self.network = require_network(self, network)
-        cfg = as_dict(cfg)
         self.device, self.cfg = device, cfg
         self.precision = "bf16" if amp_active(device, cfg["amp"]) else "fp32"
         self.memory_format = memory_format
