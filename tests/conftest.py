@@ -11,6 +11,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 DATA_ROOT = Path(os.environ.get("EPS_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
 EPS = str(Path(sys.executable).parent / "eps")
+# Module-scoped fixtures run before the per-test environment below: they read the data root from here.
+os.environ.setdefault("EPS_DATA_DIR", str(DATA_ROOT))
 
 # A tiny NB201 configuration: real CIFAR-10 subsets, a 4-channel one-cell-per-stage supernet.
 TINY_NB201 = {
@@ -89,13 +91,34 @@ def resign(folder: Path) -> None:
     (folder / RUN_FILE).write_text(json.dumps(run))
 
 
+def run_chain(params: Path, out: Path, space: str = "nb201") -> None:
+    """Warm-up -> search -> select -> retrain -> report in this process through the stage layer (what `eps run` does:
+    for tests of what a run folder holds, where the CLI itself is not what is tested), on one OpenMP thread."""
+    from eps.params import load_params
+    from eps.pipeline import report, stages
+    old_threads, old_progress = torch.get_num_threads(), os.environ.get("EPS_PROGRESS")
+    torch.set_num_threads(1)
+    os.environ["EPS_PROGRESS"] = "0"
+    try:
+        p = load_params(params)
+        for stage in stages.STAGES:
+            getattr(stages, stage)(space, p, out)
+        report.report(space, p, out)
+    finally:
+        torch.set_num_threads(old_threads)
+        if old_progress is None:
+            os.environ.pop("EPS_PROGRESS", None)
+        else:
+            os.environ["EPS_PROGRESS"] = old_progress
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     """One finished tiny nb201 run (every stage and the report), once per test module: (params, out)."""
     d = tmp_path_factory.mktemp("finished")
     params = d / "tiny.yaml"
     params.write_text(yaml.safe_dump(TINY_NB201))
-    run_eps("run", "--params", params, "--out", d / "runs", one_thread=True)
+    run_chain(params, d / "runs")
     return params, d / "runs"
 
 

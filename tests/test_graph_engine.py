@@ -24,7 +24,7 @@ from eps.train.graph import GraphSupernetTask, choose_engine
 from eps.train.image import ImageSupernetTask
 from tests.conftest import DATA_ROOT
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_thread")]
 
 CPU = torch.device("cpu")
 ALL_NONE = (0,) * 6

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from eps.params import load_params
-from tests.conftest import TINY_NB201, run_eps
+from tests.conftest import TINY_NB201, run_chain, run_eps
 
 pytestmark = pytest.mark.e2e
 
@@ -32,7 +32,7 @@ def finished(tmp_path_factory):
     base = tmp_path_factory.mktemp("finished")
     params = base / "tiny.yaml"
     params.write_text(yaml.safe_dump(TINY_NB201))
-    run_eps("run", "--params", params, "--out", base / "runs")
+    run_chain(params, base / "runs")  # in process: the CLI's own behaviour is what the tests below call
     return base / "runs", params
 
 
