@@ -179,3 +179,28 @@ def test_torchrun_refuses_a_task_that_is_not_data_parallel(tmp_path):
     assert proc.returncode != 0
     assert "does not support several processes" in proc.stdout + proc.stderr
     assert not (tmp_path / "runs" / "chain-whole" / "search").exists()
+
+
+@pytest.mark.unit
+def test_using_one_space_builds_and_checks_no_other():
+    code = ("import eps, eps.spaces as s; eps.Experiment('nb201').space; "
+            "print(sorted(s._checked), sorted(s.broken()))")
+    proc = subprocess.run([sys.executable, "-c", code], env=eps_env(True), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("]")[0] == "['nb201'", proc.stdout   # darts-cnn and darts-rnn were never built
+
+
+@pytest.mark.unit
+def test_eps_leaves_the_host_process_alone():
+    """No audit hook (eps used one to see which data files a task opened): loaders name their files instead."""
+    sources = [p for p in (REPO / "eps").rglob("*.py")] + [p for p in (REPO / "pipeline").rglob("*.py")]
+    assert not [p for p in sources if "addaudithook" in p.read_text()]
+    from eps import checkpoint
+    from eps.data.cifar import load_split
+    with checkpoint.data_fingerprint(DATA_ROOT) as found:
+        load_split(DATA_ROOT)
+    assert list(found) == ["nb201/cifar10-split.json"]
+    with checkpoint.data_fingerprint(DATA_ROOT) as outside:
+        pass
+    load_split(DATA_ROOT)               # a read outside any fingerprint block is noted nowhere
+    assert outside == {}

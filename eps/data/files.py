@@ -2,7 +2,7 @@
 
 Loaders call :func:`note_read` with each file they open; ``eps.checkpoint.data_fingerprint`` collects the notes made
 while a task is built. A context variable holds the collector: nothing is installed in the host process (eps used a
-``sys.addaudithook`` before 0.2, which a library must not do to its caller), and a note outside a collection is a
+an audit hook before 0.2, which a library must not do to its caller), and a note outside a collection is a
 no-op. A space's own task that reads files names them the same way (``eps.data.note_read(path)``); files it does not
 name are not part of the identity, so a resume after they changed is not refused.
 """
