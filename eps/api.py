@@ -306,7 +306,7 @@ class Experiment:
                                                    "warmup"), "search")
         self._refuse_world(task, "warm-up")
         self._refuse_unhonoured(task, ("warmup",))
-        identity = self._identity("warmup", warmup=s.warmup, supernet=s.supernet, data=data)
+        identity = self._identity("warmup", warmup=s.warmup, supernet=s.supernet, data=data, **_engine(task))
         ckpt = CheckpointDir(self.work_dir("warmup"), identity, log=self.log)
         result = run_warmup(space, task, s.warmup, self.seed, ckpt, restart, s.search.on_nonfinite,
                             on_chunk=list(callbacks))
@@ -341,7 +341,7 @@ class Experiment:
             _check_warm_state(warm_state["model"], task.model.state_dict(), self.name, warmup.source, warmup.rerun)
         controller = Controller.from_settings(space, np.random.default_rng([self.seed, 2]), s.search)
         identity = self._identity("search", supernet=s.supernet, search=s.search, warmup_supernet=warm_digest,
-                                  data=data)
+                                  data=data, **_engine(task))
         work = self.work_dir("search")
         ckpt = CheckpointDir(work, identity, log=self.log)
         own = history is None
@@ -461,6 +461,13 @@ def _check_warm_state(warm: dict, model: dict, space_name: str, source: str, rer
         what = f"tensors {', '.join(sorted(keys)[:3])}" if keys else f"shapes of {', '.join(sorted(shapes)[:3])}"
         raise EpsError(f"{source} holds another supernet ({what} differ): the space or supernet params changed since "
                        f"the warm-up ran; rerun it: eps stage warmup --space {cli_name(space_name)}{rerun} --restart")
+
+
+def _engine(task) -> dict:
+    """The engine a supernet task runs (``supernet.engine: auto`` resolved), for the checkpoint identity: a search
+    resumes only with the engine it started with, also when ``auto`` would now pick another on this device."""
+    engine = getattr(task, "engine", None)
+    return {"engine": engine} if isinstance(engine, str) else {}
 
 
 def _deep_merge(base: dict, extra: dict) -> dict:

@@ -201,6 +201,24 @@ class _NoAliasLoader(yaml.SafeLoader):
             raise yaml.YAMLError(f"aliases (*{event.anchor}) are not allowed in a params file",) from None
         return super().compose_node(parent, index)
 
+    def construct_mapping(self, node, deep=False):
+        # YAML lets a later key silently replace an earlier one (a second `nb201:` block would drop the first
+        # whole); in a params file that is always a mistake.
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise DuplicateKey(key, seen[key], key_node.start_mark.line + 1)
+            if isinstance(key, (str, int, float, bool)):
+                seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+class DuplicateKey(Exception):
+    def __init__(self, key, first: int, again: int):
+        super().__init__(key, first, again)
+        self.key, self.first, self.again = key, first, again
+
 
 def read_yaml(path: str | os.PathLike) -> Any:
     """The YAML document at ``path``; every unreadable file is a one-line ConfigError."""
@@ -221,6 +239,9 @@ def read_yaml(path: str | os.PathLike) -> Any:
         raise ConfigError(f"params file {p} is not UTF-8 text; save it as UTF-8") from None
     try:
         return yaml.load(text, Loader=_NoAliasLoader)
+    except DuplicateKey as dup:
+        raise ConfigError(f"params file {p}: key {dup.key!r} appears twice (lines {dup.first} and {dup.again}); the "
+                          f"second would silently replace the first: keep one") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

@@ -117,3 +117,20 @@ def test_crop_flip_matches_reference_semantics():
 
 def test_defaults_dump_reloads(tmp_path):
     assert load_params(write(tmp_path, defaults())) == defaults()
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("text, key, lines", [
+    ("seed: 1\nnb201:\n  search: {iterations: 5}\nseed: 2\n", "seed", "lines 1 and 4"),
+    ("nb201:\n  search:\n    iterations: 5\nnb201:\n  warmup: {iterations: 1}\n", "nb201", "lines 1 and 4"),
+    ("nb201:\n  search: {iterations: 5, iterations: 7}\n", "iterations", "lines 2 and 2"),
+    ("plugins: [a.py:A]\nplugins: []\n", "plugins", "lines 1 and 2"),
+])
+def test_a_duplicate_key_is_an_error_naming_the_key_and_lines(tmp_path, text, key, lines):
+    """YAML lets a repeated key replace the first silently (a second `nb201:` block drops the whole first one)."""
+    path = tmp_path / "dup.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_params(path)
+    msg = str(err.value)
+    assert "\n" not in msg and f"key {key!r} appears twice ({lines})" in msg
