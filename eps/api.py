@@ -68,8 +68,8 @@ def load_params(path: str | os.PathLike | None = None, overrides: Mapping | None
 def build_space(space: str, overrides: Mapping | None = None, params: str | os.PathLike | Mapping | None = None
                 ) -> SearchSpace:
     """The search space ``space`` (a registered name, ``path/to/file.py:Class`` or ``package.module:Class``),
-    configured by its params section: defaults, then ``params`` (a params file or dict), then ``overrides`` (the
-    space's own section, e.g. ``{"space": {"channels": 8}}``). Only this space is built."""
+    configured by its params section: the defaults, then ``params`` (a params file or dict, keyword), then
+    ``overrides`` (the space's own section, e.g. ``{"space": {"channels": 8}}``). Only this space is built."""
     return Experiment(space, params=params, overrides={resolve(space): dict(overrides)} if overrides else None).space
 
 
@@ -214,6 +214,17 @@ class Experiment:
     def __init__(self, space: str = "nb201", params: str | os.PathLike | Mapping | None = None, *,
                  overrides: Mapping | None = None, run_dir: str | os.PathLike | None = None,
                  plugins: Iterable[str] = (), log: Callable[[str], None] | None = None, validated: bool = False):
+        if not isinstance(space, str):
+            raise EpsError(f"space must be a name or a `file.py:Class` reference (a str), got {type(space).__name__}")
+        if params is not None and not isinstance(params, (str, os.PathLike, Mapping)):
+            raise EpsError(f"params must be a params file path, a dict or None, got {type(params).__name__}")
+        if overrides is not None and not isinstance(overrides, Mapping):
+            raise EpsError(f"overrides must be a nested dict like {{'nb201': {{'search': {{'iterations': 500}}}}}}, "
+                           f"got {type(overrides).__name__}")
+        if run_dir is not None and not isinstance(run_dir, (str, os.PathLike)):
+            raise EpsError(f"run_dir must be a folder path or None, got {type(run_dir).__name__}")
+        if run_dir is not None and Path(run_dir).exists() and not Path(run_dir).is_dir():
+            raise EpsError(f"run_dir {run_dir} is a file, not a folder; choose another run_dir or move the file")
         self.name = resolve(space)          # registers a space reference on the way
         own = origin_ref(self.name)          # the reference a space kept in a file was registered from
         refs = list(plugins) + ([own] if own else [])
@@ -225,6 +236,7 @@ class Experiment:
         else:
             raw = _load_params(params, dict(overrides) if overrides else None, refs)
         if self.name not in raw:
+            space_class(self.name)  # an unknown or broken space: one line naming the choices
             raise ConfigError(f"space {space!r} has no params section; register it with plugins: [{space}]")
         self.params: dict = raw
         typed = params_model(list(refs) + list(dict(raw).get("plugins") or [])).model_validate(dict(raw))
@@ -235,6 +247,8 @@ class Experiment:
         self._log = log
         self._space: SearchSpace | None = None
         self._bench: list = []
+        self._found: SearchResult | None = None      # the last search and selection of this object: the defaults of
+        self._chosen: Selection | None = None        # select() and retrain()
 
     # -------------------------------------------------------------------------------------------- plumbing
 
@@ -271,6 +285,19 @@ class Experiment:
     def _identity(self, stage: str, **parts) -> dict:
         world = {"world_size": distributed.world()} if distributed.world() > 1 else {}
         return plain({"stage": stage, "seed": self.seed, "space": self.settings.space, **parts, **world})
+
+    @staticmethod
+    def _callbacks(callbacks) -> list:
+        if callable(callbacks):
+            return [callbacks]
+        try:
+            found = list(callbacks)
+        except TypeError:
+            raise EpsError(f"callbacks must be a list of functions, got {type(callbacks).__name__}") from None
+        bad = [c for c in found if not callable(c)]
+        if bad:
+            raise EpsError(f"callbacks must be functions taking one dict; {bad[0]!r} is a {type(bad[0]).__name__}")
+        return found
 
     def _checked(self, task, kind: str):
         """The task, if it has what eps calls on it (eps/space.py), else one SpaceError line naming what it lacks."""
@@ -309,7 +336,7 @@ class Experiment:
         identity = self._identity("warmup", warmup=s.warmup, supernet=s.supernet, data=data, **_engine(task))
         ckpt = CheckpointDir(self.work_dir("warmup"), identity, log=self.log)
         result = run_warmup(space, task, s.warmup, self.seed, ckpt, restart, s.search.on_nonfinite,
-                            on_chunk=list(callbacks))
+                            on_chunk=self._callbacks(callbacks))
         state = {"model": task.model.state_dict()}
         return WarmupResult(task.model, state, "weights:" + distributed.state_digest(state["model"]),
                             result.iterations, result.last_train_loss, result.nonfinite_skipped, result.seconds,
@@ -322,6 +349,8 @@ class Experiment:
         supernet's initialisation when 0). ``callbacks`` receive each round's history record as it ends. ``history``
         (advanced): the log that receives the records (default: ``<work>/history.jsonl``, or memory)."""
         s, space = self.settings, self.space
+        if warmup is not None and not isinstance(warmup, WarmupResult):
+            raise EpsError(f"search(warmup=...) takes the WarmupResult of exp.warmup(), got {type(warmup).__name__}")
         if warmup is None and s.warmup.iterations > 0:
             warmup = self.warmup(restart=restart)
         device = self._device("search")
@@ -348,7 +377,8 @@ class Experiment:
         if own:
             history = (eio.AppendLog(work / "history.jsonl") if work is not None and distributed.is_main()
                        else eio.MemoryLog())
-        log = _Callbacks(history, list(callbacks)) if callbacks else history
+        callbacks = self._callbacks(callbacks)
+        log = _Callbacks(history, callbacks) if callbacks else history
         try:
             result = run_search(space, task, controller, s.search, log, ckpt, warm_state=warm_state,
                                 restart=restart)
@@ -361,17 +391,27 @@ class Experiment:
         bench = self.benchmark()
         final = controller.snapshot(result.iterations)
         quality = population_quality(bench, records[-1]) if records else None
-        return SearchResult(records, final, task.model, result.iterations, result.rounds, result.last_train_loss,
-                            result.nonfinite_skipped, result.seconds, result.resumed_from, quality, warm_digest,
-                            data)
+        self._found = SearchResult(records, final, task.model, result.iterations, result.rounds,
+                                   result.last_train_loss, result.nonfinite_skipped, result.seconds,
+                                   result.resumed_from, quality, warm_digest, data)
+        return self._found
 
     def select(self, search: SearchResult | list[dict] | str | os.PathLike | None = None) -> Selection:
         """The final choice (spec §1.7, §6 item 4) from a search's history: a SearchResult, its snapshot records, or
-        a ``history.jsonl`` path (default: this run folder's ``<space>/search/history.jsonl``)."""
+        a ``history.jsonl`` path. Default: this object's last search, else the run folder's published history
+        (``<space>/search/history.jsonl``, written by ``eps stage search``), else the history a search through the API
+        left in ``<space>/.work/search/``."""
         if search is None:
-            if self.run_dir is None:
-                raise EpsError("select needs a search: exp.select(exp.search()), or a run_dir holding one")
-            search = self.run_dir / self.name / "search" / "history.jsonl"
+            search = self._found
+        if search is None and self.run_dir is not None:
+            published = self.run_dir / self.name / "search" / "history.jsonl"
+            work = self.run_dir / self.name / ".work" / "search" / "history.jsonl"
+            search = published if published.exists() or not work.exists() else work
+        if search is None:
+            raise EpsError("select needs a search: exp.select(exp.search()), or a run_dir holding one")
+        if not isinstance(search, (SearchResult, str, os.PathLike, list, tuple)):
+            raise EpsError(f"select takes a SearchResult, a list of snapshot records or a history.jsonl path, got "
+                           f"{type(search).__name__}")
         if isinstance(search, SearchResult):
             snapshots = search.history
         elif isinstance(search, (str, os.PathLike)):
@@ -393,22 +433,34 @@ class Experiment:
                         order=space.decode)
         choices = {rule: Choice(c.arch, c.loss, c.params, c.score, c.wins, cell_accuracies(bench, c.arch))
                    for rule, c in chosen.items()}
-        return Selection(choices[cfg.rule].arch, cfg.rule, choices, candidates, final, cfg.window, max_params,
-                         population_quality(bench, snapshots[-1]), bench, data)
+        self._chosen = Selection(choices[cfg.rule].arch, cfg.rule, choices, candidates, final, cfg.window,
+                                 max_params, population_quality(bench, snapshots[-1]), bench, data)
+        return self._chosen
 
-    def retrain(self, arch: str | Selection | None = None, *, restart: bool = False,
+    def retrain(self, arch: str | Selection | Choice | None = None, *, restart: bool = False,
                 callbacks: Iterable[Callback] = (), on_start: Callable[[list[dict]], None] | None = None
                 ) -> RetrainResult:
-        """Train ``arch`` (the space's notation, or a Selection's choice) from scratch (spec §1.7): the retrain
-        task's protocol, ``retrain.epochs`` epochs. ``callbacks`` receive each epoch's row (``epoch`` plus the
+        """Train ``arch`` (the space's notation, a Selection, or one of its ``choices``) from scratch (spec §1.7):
+        the retrain task's protocol, ``retrain.epochs`` epochs. Default: this object's last selection, else the run
+        folder's ``<space>/select/arch.txt`` (written by ``eps stage select``). ``callbacks`` receive each epoch's row (``epoch`` plus the
         task's train and test metrics) as it ends; ``on_start`` (advanced) the rows a resumed checkpoint already
         holds, once before the first epoch trained here."""
-        if isinstance(arch, Selection):
-            arch = arch.arch
         if arch is None:
-            if self.run_dir is None:
-                raise EpsError("retrain needs an architecture: exp.retrain(selection) or exp.retrain('<arch>')")
-            arch = (self.run_dir / self.name / "select" / "arch.txt").read_text().strip()
+            arch = self._chosen
+        if isinstance(arch, (Selection, Choice)):
+            arch = arch.arch
+        if arch is None and self.run_dir is not None:
+            arch_file = self.run_dir / self.name / "select" / "arch.txt"
+            try:
+                arch = arch_file.read_text().strip()
+            except OSError as err:
+                raise EpsError(f"retrain needs an architecture and {arch_file} cannot be read ({err.strerror}); pass "
+                               f"one: exp.retrain(exp.select()) or exp.retrain('<arch>')") from None
+        if arch is None:
+            raise EpsError("retrain needs an architecture: exp.retrain(selection) or exp.retrain('<arch>')")
+        if not isinstance(arch, str):
+            raise EpsError(f"retrain takes an architecture in the space's notation (a str), a Selection or a Choice, "
+                           f"got {type(arch).__name__}")
         space, s = self.space, self.settings
         cell = space.decode(arch)
         device = self._device("retrain")
@@ -421,7 +473,7 @@ class Experiment:
         # What a usable checkpoint must hold; one that lacks any of it is treated like a corrupt one (prev.pt).
         template = {"task": task.state_dict(), "global_rng": {}, "history": [], "epoch": 0}
         ckpt = CheckpointDir(self.work_dir("retrain"), identity, log=self.log, template=template)
-        cbs = list(callbacks)
+        cbs = self._callbacks(callbacks)
         res = run_retrain(task, s.retrain.epochs, s.retrain.checkpoint_every, ckpt, restart,
                           log=(lambda row: [cb(row) for cb in cbs]) if cbs else None, on_start=on_start)
         world = distributed.world()

@@ -85,8 +85,10 @@ def search(space_name: str, params: dict, out: str | Path, restart: bool = False
         warm_path = paths.stage("warmup") / "supernet.pt"
         with ranks_locked(paths, "search"):
             def decide():
-                uses_warmup = (params[space_name]["warmup"]["iterations"] > 0 or warm_path.exists()
-                               or eio.half_swapped(paths.stage("warmup")))
+                # A warm-up of 0 iterations saves the initialisation, which the search reproduces without its file
+                # (the same seed): then the file is not an input, so `eps stage search` alone, `eps run` and the
+                # Python API share one search checkpoint.
+                uses_warmup = params[space_name]["warmup"]["iterations"] > 0
                 if uses_warmup:
                     require(warm_path, "warmup", space_name, paths)
                 inputs = {"warmup/supernet.pt": checkpoint.file_digest(warm_path) if uses_warmup else "initialisation"}
