@@ -164,6 +164,8 @@ def changed_input(root: Path, run: dict) -> str | None:
     from eps.checkpoint import file_digest
     for name, digest in (run.get("inputs") or {}).items():
         path = root / name
+        if digest == "initialisation":  # a search without warm-up (0 iterations): the warm-up file is not its input
+            continue
         if "/" in name and path.is_file() and file_digest(path) != digest:
             return f"{path} changed after it was read"
     return None

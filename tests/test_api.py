@@ -204,3 +204,29 @@ def test_eps_leaves_the_host_process_alone():
         pass
     load_split(DATA_ROOT)               # a read outside any fingerprint block is noted nowhere
     assert outside == {}
+
+
+def test_api_and_cli_share_a_run_folder_and_the_defaults_follow_the_last_results(tmp_path, one_thread):
+    """Found by the fresh-user pass: `eps run` after an API search without warm-up resumes the API's checkpoint;
+    select() and retrain() default to the object's last search and selection; a Choice retrains."""
+    cfg = _tiny()
+    cfg["nb201"]["warmup"]["iterations"] = 0
+    cfg["nb201"]["retrain"]["epochs"] = 1
+    exp = eps.Experiment("nb201", cfg, run_dir=tmp_path / "runs")
+    found = exp.search()
+    chosen = exp.select()                                  # the search just run
+    assert chosen.arch == exp.select(found).arch
+    trained = exp.retrain(chosen.choices["prior_free"])   # a Choice
+    assert trained.arch == chosen.choices["prior_free"].arch
+    assert exp.retrain().arch == chosen.arch               # the last selection
+    params = tmp_path / "p.yaml"
+    params.write_text(yaml.safe_dump(cfg))
+    proc = run_eps("run", "--params", params, "--out", tmp_path / "runs", one_thread=True)
+    assert "resumed from iteration 60" in proc.stdout + proc.stderr
+    assert eps.api.read_history(tmp_path / "runs" / "nb201" / "search" / "history.jsonl") == found.history
+    with pytest.raises(EpsError, match="is a file, not a folder"):
+        eps.Experiment("nb201", cfg, run_dir=params)
+    with pytest.raises(SpaceError, match="unknown search space 'nb2O1'"):
+        eps.Experiment("nb2O1")
+    with pytest.raises(EpsError, match="callbacks must be functions"):
+        eps.Experiment("nb201", cfg).search(callbacks=[1])
