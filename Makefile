@@ -12,7 +12,7 @@ $(BIN)/eps: pyproject.toml constraints.txt
 	# pyproject.toml says which versions eps supports; constraints.txt pins the exact ones it is tested with (torch
 	# 2.14.1, torchvision 0.29.1 ...). PyPI's Linux torch is the CUDA build whatever the pin (about 5 GB with its
 	# nvidia-* and triton wheels), the CPU demo included.
-	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(BIN)/eps
 
