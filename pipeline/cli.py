@@ -50,9 +50,9 @@ app.add_typer(nb201_app, name="nb201")
 study_app = typer.Typer(no_args_is_help=True, help="Studies of the method against a benchmark's ground truth.")
 app.add_typer(study_app, name="study")
 
-SpaceOpt = typer.Option("nb201", "--space", "-s", autocompletion=_complete_space,
+SpaceOpt = typer.Option(None, "--space", "-s", autocompletion=_complete_space,
                         help=f"Search space: one of {SPACES}, or your own space as path/to/file.py:Class or "
-                             f"package.module:Class.")
+                             f"package.module:Class (default: the one space the params list in `spaces`).")
 ParamsOpt = typer.Option(None, "--params", "-p", help="Params YAML (overlay on the paper defaults).")
 OutOpt = typer.Option(Path("runs"), "--out", "-o", help="Output root; stage folders go under OUT/SPACE/.")
 RestartOpt = typer.Option(False, "--restart", help="Start afresh when the checkpoint is unusable or was made with "
@@ -211,13 +211,28 @@ def _params(path: Optional[Path], space: Optional[str], overrides: Optional[dict
     return name, params
 
 
+def _one_space(name: str | None, params: dict) -> str:
+    """``name``, or the one space the params list in ``spaces`` (several: choose with --space). Never a silent
+    default: a params file for another space must not run NB201's paper protocol."""
+    if name is not None:
+        return name
+    from eps.errors import ConfigError
+    from eps.spaces import resolve, space_class
+    spaces = params.get("spaces") or ["nb201"]
+    if len(spaces) != 1:
+        raise ConfigError(f"the params list {len(spaces)} spaces ({', '.join(spaces)}); choose one with --space")
+    found = resolve(spaces[0])
+    space_class(found)
+    return found
+
+
 def _stage(name: str):
     @friendly
     def command(space: str = SpaceOpt, params: Optional[Path] = ParamsOpt, out: Path = OutOpt,
                 restart: bool = RestartOpt, redo: bool = RedoOpt):
         from eps.pipeline import stages
         name_, p = _params(params, space)
-        getattr(stages, name)(name_, p, out, restart=restart or redo, redo=redo)
+        getattr(stages, name)(_one_space(name_, p), p, out, restart=restart or redo, redo=redo)
     command.__doc__ = {"warmup": "Train the supernet by uniform sampling over the whole space.",
                        "search": "Evolve the proxy search space while training the supernet (EPS).",
                        "select": "Choose the final architecture from the snapshot history.",
@@ -239,6 +254,7 @@ def stage_retrain(space: str = SpaceOpt, params: Optional[Path] = ParamsOpt, out
     """Train the chosen architecture from scratch and report its test metrics."""
     from eps.pipeline import stages
     name, p = _params(params, space)
+    name = _one_space(name, p)
     if arch is not None:
         from eps.spaces import get_space
         get_space(name, p[name]).decode(arch)  # a one-line ArchError before any work
@@ -253,6 +269,7 @@ def run(space: str = SpaceOpt, params: Optional[Path] = ParamsOpt, out: Path = O
     """Run warmup, search, select and retrain in order, then print the report."""
     from eps.pipeline import stages, report as report_stage
     name, p = _params(params, space)
+    name = _one_space(name, p)
     for stage in stages.STAGES:
         getattr(stages, stage)(name, p, out, restart=restart or redo, redo=redo)
     report_stage.report(name, p, out)
@@ -321,6 +338,7 @@ def arch_params(archs: List[str] = typer.Argument(..., help="Architectures in th
     from eps.spaces import get_space
     _check_sizes({"--classes": classes, "--channels": channels, "--layers": layers})
     name, p = _params(params, space)
+    name = _one_space(name, p)
     sp = get_space(name, p[name])  # params choose e.g. the DARTS variant
     options = {k: v for k, v in {"num_classes": classes, "channels": channels, "layers": layers}.items() if v is not None}
     for text in archs:
@@ -352,6 +370,7 @@ def import_records(run_dir: Path = typer.Argument(..., help="Run folder of the r
     """Import the reference implementation's population snapshots as OUT/SPACE/search/history.jsonl."""
     from eps.errors import EpsError
     from eps.spaces.nb201.records import import_records as do_import
+    space = space or "nb201"
     if space != "nb201":
         raise EpsError(f"import-records reads NAS-Bench-201 runs of the reference code; --space {space} is not supported")
     target = out / space / "search" / "history.jsonl"
@@ -386,7 +405,7 @@ def study_correlation(space: str = SpaceOpt,
         except ValueError:
             raise ConfigError(f"--seeds {seeds!r}: expected comma-separated integers, e.g. 0,1") from None
     name, p = _params(params, space, {"study": overrides} if overrides else None)
-    study.correlation(name, p, out, restart=restart)
+    study.correlation(_one_space(name, p), p, out, restart=restart)
 
 
 def main():

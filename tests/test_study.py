@@ -78,7 +78,9 @@ def test_cli_outputs_and_table(cli_run):
     text = (d / "report.txt").read_text()
     assert text in proc.stdout
     # the default arms are today's comparison, labelled by their names
-    assert "random vs eps supernet" in text and "2 shared batches of 20 images" in text
+    # the caption says what the task measures (ScoringTask.describe_scoring), the same batches for every cell
+    assert "random vs eps supernet" in text and "2 batches of 20 validation samples" in " ".join(text.split())
+    assert "the same batches for every cell" in " ".join(text.split())
     assert "random: search.strategy=random; eps: search.strategy=eps" in " ".join(text.split())
     for label in ("uniform (whole space)", "top 20% (ground truth)", "eps population", "Kendall tau over training",
                   "random uniform", "eps top"):
