@@ -235,15 +235,8 @@ class GraphSupernetTask(ImageSupernetTask):
                 self.optimizer.state[p]["momentum_buffer"] = b.clone()
         return super().state_dict()
 
-    def load_state_dict(self, state: dict, weights_only: bool = False) -> None:
-        self.model.load_state_dict(state["model"])  # in place: the compiled step keeps its tensors
-        if weights_only:
-            return
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.train.load_state_dict(state["train"])
-        self.valid.load_state_dict(state["valid"])
-        self.steps = state.get("steps", 0)
-        used = set(state.get("used", ()))
+    def _restore_used(self, used: set[str]) -> None:
+        """The path engine's state into the written-out SGD: momentum buffers, which of them exist, used weights."""
         has = []
         for p, b in zip(self.params, self.bufs):
             buf = self.optimizer.state.get(p, {}).get("momentum_buffer")

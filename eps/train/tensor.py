@@ -234,14 +234,17 @@ class TensorSupernetTask:
                 "steps": self.steps}
 
     def load_state_dict(self, state: dict, weights_only: bool = False) -> None:
-        self.model.load_state_dict(state["model"])
+        self.model.load_state_dict(state["model"])  # in place (an engine may hold the parameter tensors)
         if weights_only:
             return
         self.optimizer.load_state_dict(state["optimizer"])
         self.train.load_state_dict(state["train"])
         self.valid.load_state_dict(state["valid"])
         self.steps = state.get("steps", 0)
-        used = set(state.get("used", ()))
+        self._restore_used(set(state.get("used", ())))
+
+    def _restore_used(self, used: set[str]) -> None:
+        """Mark the weights named in ``used`` as used: a zero gradient, so SGD keeps applying momentum and decay."""
         for name, p in self.model.named_parameters():
             p.grad = torch.zeros_like(p) if name in used else None
 
