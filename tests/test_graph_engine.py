@@ -232,8 +232,8 @@ def test_compiled_once_for_every_path_with_no_graph_break(monkeypatch):
     # changes a few gradient entries outright, so single weights can drift apart (measured up to 8e-4 on weights of
     # about 0.3); the weights as a whole stay the same (relative difference of the whole parameter vector).
     pairs = list(zip(path.model.parameters(), graph.model.parameters()))
-    diff = sum(float(((a - b) ** 2).sum()) for a, b in pairs) ** 0.5
-    norm = sum(float((a ** 2).sum()) for a, _ in pairs) ** 0.5
+    diff = sum(float(((a - b).detach() ** 2).sum()) for a, b in pairs) ** 0.5
+    norm = sum(float((a.detach() ** 2).sum()) for a, _ in pairs) ** 0.5
     assert diff / norm < 1e-3, diff / norm
     fp, fg = path.fitness(cells[:4]), graph.fitness(cells[:4])
     fp2, fg2 = path.fitness(cells[4:8]), graph.fitness(cells[4:8])
