@@ -31,8 +31,24 @@ def lint_imports(config: Path, root: Path | None = None) -> subprocess.Completed
                           capture_output=True, text=True, timeout=600, env=env)
 
 
+def with_stage_layer(tmp_path: Path) -> Path:
+    """pyproject.toml's contracts with the stage layer (`eps.pipeline`) on top of the layers."""
+    text = (REPO / "pyproject.toml").read_text()
+    assert 'layers = [\n    "eps.config",' in text
+    config = tmp_path / "layers.toml"
+    config.write_text(text.replace('layers = [\n    "eps.config",', 'layers = [\n    "eps.pipeline",\n    "eps.config",'))
+    return config
+
+
+def test_pyproject_import_contracts_are_kept_from_the_repository_root():
+    proc = lint_imports(REPO / "pyproject.toml")
+    output = f"lint-imports pyproject.toml exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+    assert proc.returncode == 0, output
+    assert re.search(r"Contracts: [1-9]\d* kept, 0 broken\.", proc.stdout), output
+
+
 def test_pyproject_import_contracts_are_kept(tmp_path):
-    proc = lint_imports(REPO / "pyproject.toml", installed_layout(tmp_path))
+    proc = lint_imports(with_stage_layer(tmp_path), installed_layout(tmp_path / "src"))
     output = f"lint-imports pyproject.toml exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
     assert proc.returncode == 0, output
     assert re.search(r"Contracts: [1-9]\d* kept, 0 broken\.", proc.stdout), output  # at least one contract checked
@@ -52,9 +68,9 @@ def test_a_broken_contract_fails_the_check(tmp_path):
 
 def test_an_import_from_a_lower_layer_to_a_higher_one_breaks_the_layers(tmp_path):
     """The real contract catches a loop module importing the stage layer (the kind of cycle eps had before 0.2)."""
-    root = installed_layout(tmp_path)
+    root = installed_layout(tmp_path / "src")
     search = root / "eps" / "search.py"
     search.write_text(search.read_text() + "\n\ndef _upwards():\n    from eps.pipeline import stages  # noqa\n")
-    proc = lint_imports(REPO / "pyproject.toml", root)
+    proc = lint_imports(with_stage_layer(tmp_path), root)
     assert proc.returncode == 1, f"{proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     assert "eps layers" in proc.stdout and "BROKEN" in proc.stdout and "eps.search -> eps.pipeline" in proc.stdout
