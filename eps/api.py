@@ -30,7 +30,7 @@ import torch.nn as nn
 from eps import distributed
 from eps import io as eio
 from eps.analysis import cell_accuracies, population_quality
-from eps.checkpoint import CheckpointDir, data_fingerprint, file_digest
+from eps.checkpoint import CheckpointDir, data_fingerprint
 from eps.errors import ConfigError, EpsError
 from eps.evolution import Controller
 from eps.params import data_root as _data_root
@@ -40,7 +40,7 @@ from eps.progress import console
 from eps.retrain import run_retrain
 from eps.search import run_search, run_warmup
 from eps.selection import Candidate, choose, collect_candidates
-from eps.settings import plain
+from eps.settings import deep_update, plain
 from eps.space import (RETRAIN_TASK_ATTRIBUTES, RETRAIN_TASK_METHODS, SUPERNET_TASK_METHODS, Benchmark,
                        DescribesInput, SearchSpace, SpaceParams, benchmark_of, check_members, supports_distributed,
                        unhonoured)
@@ -232,7 +232,7 @@ class Experiment:
             raw = params
         elif isinstance(params, Mapping):
             file_plugins = params.get("plugins") or []
-            raw = _load_params(None, _deep_merge(dict(params), dict(overrides or {})), refs + list(file_plugins))
+            raw = _load_params(None, deep_update(dict(params), dict(overrides or {})), refs + list(file_plugins))
         else:
             raw = _load_params(params, dict(overrides) if overrides else None, refs)
         if self.name not in raw:
@@ -260,10 +260,17 @@ class Experiment:
         return self._space
 
     def benchmark(self) -> Benchmark | None:
-        """The space's ground truth when it has one and its file is under the data root, else None."""
+        """The space's ground truth when it has one and its file is under the data root, else None (read once)."""
         if not self._bench:
-            self._bench.append(benchmark_of(self.space, self.data_root))
+            with data_fingerprint(self.data_root) as data:
+                self._bench[:] = [benchmark_of(self.space, self.data_root), data]
         return self._bench[0]
+
+    @property
+    def benchmark_files(self) -> dict:
+        """The data files the ground truth was read from, with their identities (as ``data_fingerprint``)."""
+        self.benchmark()
+        return self._bench[1]
 
     def log(self, msg: str) -> None:
         if not distributed.is_main():
@@ -419,9 +426,7 @@ class Experiment:
         else:
             snapshots = list(search)
         space, cfg = self.space, self.settings.select
-        with data_fingerprint(self.data_root) as data:  # the ground truth shown beside the choice
-            bench = benchmark_of(space, self.data_root)
-        self._bench[:] = [bench]
+        bench, data = self.benchmark(), self.benchmark_files  # the ground truth shown beside the choice
         candidates, final = collect_candidates(snapshots, cfg.window)
         if not candidates:
             raise EpsError(f"no measured member in the last {cfg.window} iterations of the history; "
@@ -442,9 +447,9 @@ class Experiment:
                 ) -> RetrainResult:
         """Train ``arch`` (the space's notation, a Selection, or one of its ``choices``) from scratch (spec §1.7):
         the retrain task's protocol, ``retrain.epochs`` epochs. Default: this object's last selection, else the run
-        folder's ``<space>/select/arch.txt`` (written by ``eps stage select``). ``callbacks`` receive each epoch's row (``epoch`` plus the
-        task's train and test metrics) as it ends; ``on_start`` (advanced) the rows a resumed checkpoint already
-        holds, once before the first epoch trained here."""
+        folder's ``<space>/select/arch.txt`` (written by ``eps stage select``). ``callbacks`` receive each epoch's
+        row (``epoch`` plus the task's train and test metrics) as it ends; ``on_start`` (advanced) the rows a
+        resumed checkpoint already holds, once before the first epoch trained here."""
         if arch is None:
             arch = self._chosen
         if isinstance(arch, (Selection, Choice)):
@@ -520,11 +525,6 @@ def _engine(task) -> dict:
     resumes only with the engine it started with, also when ``auto`` would now pick another on this device."""
     engine = getattr(task, "engine", None)
     return {"engine": engine} if isinstance(engine, str) else {}
-
-
-def _deep_merge(base: dict, extra: dict) -> dict:
-    from eps.settings import deep_update
-    return deep_update(base, extra) if extra else base
 
 
 __all__ = ["Choice", "Experiment", "RetrainResult", "SearchResult", "Selection", "WarmupResult", "build_space",

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from eps import checkpoint, distributed
 from eps import io as eio
+from eps.analysis import cell_accuracies
 from eps.api import Experiment, WarmupResult
 from eps.errors import CheckpointError, EpsError
 from eps.model_file import save_model
@@ -162,9 +163,8 @@ def select(space_name: str, params: dict, out: str | Path, restart: bool = False
     with locked(paths, "select"):
         history = require(paths.stage("search") / "history.jsonl", "search", space_name, paths)
         exp = Experiment(space_name, params, run_dir=out, log=log, validated=True)
-        with checkpoint.data_fingerprint(exp.data_root) as data:  # the ground truth shown beside the choice
-            exp.benchmark()
-        inputs = {"search/history.jsonl": checkpoint.file_digest(history), "data": data}
+        # the ground truth shown beside the choice is an input: read once here, reused by exp.select
+        inputs = {"search/history.jsonl": checkpoint.file_digest(history), "data": exp.benchmark_files}
         if up_to_date(paths, "select", params, space_name, inputs, redo, SELECT_OUTPUTS):
             return eio.read_json(paths.stage("select") / "selection.json")
         chosen = exp.select(history)
@@ -193,7 +193,6 @@ def select(space_name: str, params: dict, out: str | Path, restart: bool = False
 
 
 def _accuracies(bench, arch: str) -> dict:
-    from eps.analysis import cell_accuracies
     return cell_accuracies(bench, arch) or {}
 
 
