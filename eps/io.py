@@ -302,25 +302,36 @@ class AppendLog:
 
 class MemoryLog:
     """The snapshot history of a run without a run folder: the ``AppendLog`` interface over a list of records
-    (``records()``); its "bytes" are the record count, so a checkpoint's length check works the same way."""
+    (``records()``); its "bytes" are the record count, so a checkpoint's length check works the same way. The digest
+    is kept up to date as records arrive (a checkpoint asks for it), not recomputed over the whole history."""
 
     def __init__(self):
         self._records: list[dict] = []
+        self._hash = hashlib.sha256()
+
+    @staticmethod
+    def _line(record: dict) -> bytes:
+        return (json.dumps(record, separators=(",", ":")) + "\n").encode()
 
     def append(self, record: dict) -> None:
-        self._records.append(json.loads(json.dumps(record)))  # what the file would give back
+        line = self._line(record)
+        self._records.append(json.loads(line))  # what the file would give back
+        self._hash.update(line)
 
     def commit(self) -> int:
         return len(self._records)
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self._records, sort_keys=True).encode()).hexdigest()
+        return self._hash.hexdigest()
 
     def verify(self, length: int, digest: str | None = None) -> str | None:
         return None if length <= len(self._records) else f"the history holds {len(self._records)} records"
 
     def truncate(self, length: int) -> None:
         del self._records[length:]
+        self._hash = hashlib.sha256()
+        for record in self._records:
+            self._hash.update(self._line(record))
 
     def records(self) -> list[dict]:
         return list(self._records)
