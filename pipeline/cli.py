@@ -170,6 +170,11 @@ def _unexpected(err: Exception):
     import os
     if os.environ.get("EPS_DEBUG"):
         raise err
+    from eps.spaces import plugin_failure
+    plugin = plugin_failure(err)  # a plugin's own bug is the plugin's to fix, not eps's to be reported
+    if plugin:
+        typer.secho(f"error: {plugin}", fg="red", err=True)
+        raise typer.Exit(2) from None
     first = (str(err).splitlines() or [""])[0][:300]
     typer.secho(f"error: unexpected {type(err).__name__}: {first}; rerun with EPS_DEBUG=1 for the traceback and "
                 f"report it", fg="red", err=True)
