@@ -190,7 +190,8 @@ DECODE = "    def decode(self, text: str) -> tuple[int, ...]:\n"
 @pytest.mark.cli
 def test_a_plugin_whose_decode_raises_keyerror_is_named(tmp_path):
     """On the contract check (garbage strings) and on a user's string at run time."""
-    ref = plugin(tmp_path, "keyerr", DECODE, DECODE + "        if '-' not in text:\n            raise KeyError('foo')\n")
+    garbage_only = "        if '-' not in text:\n            raise KeyError('foo')\n"
+    ref = plugin(tmp_path, "keyerr", DECODE, DECODE + garbage_only)
     cli_error(run_eps("params", "--space", ref, cwd=tmp_path, check=False), ref, "decode", "KeyError", "ArchError")
     ref = plugin(tmp_path, "keyerr2", DECODE, DECODE + "        raise KeyError('foo')\n")
     cli_error(run_eps("params", "--space", ref, cwd=tmp_path, check=False), ref, "KeyError: 'foo'")

@@ -120,7 +120,8 @@ class NB201Space:
     """The NAS-Bench-201 cell space (spec §1.1); mutation redraws each edge with ``p_opwise`` (EPS code)."""
     name = NAME
     Params = NB201Params
-    network_bounds = {"num_classes": (1, MAX_CLASSES), "channels": (1, MAX_CHANNELS), "cells_per_stage": (1, MAX_LAYERS)}
+    network_bounds = {"num_classes": (1, MAX_CLASSES), "channels": (1, MAX_CHANNELS),
+                      "cells_per_stage": (1, MAX_LAYERS)}
 
     @classmethod
     def from_params(cls, section: dict) -> "NB201Space":
