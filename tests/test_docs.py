@@ -132,8 +132,11 @@ def test_site_builds_strict_with_the_generated_params_table(tmp_path):
     missing = [k for k in keys(defaults()) if f"<code>{k}</code>" not in params]
     assert not missing, f"params missing from the reference: {missing[:10]}"
     api = (tmp_path / "site" / "reference" / "api" / "index.html").read_text()
-    for name in ("Experiment", "load_model", "SearchSpace", "SupernetTask", "RetrainResult"):
-        assert f'id="eps.' in api and name in api, f"{name} missing from the API reference"
+    for name in ("api.Experiment", "api.Experiment.search", "api.Selection", "api.RetrainResult",
+                 "model_file.load_model", "space.SearchSpace", "space.SupernetTask", "space.HasBenchmark"):
+        assert f'id="eps.{name}"' in api, f"eps.{name} missing from the API reference"
+    errors = (tmp_path / "site" / "reference" / "errors" / "index.html").read_text()
+    assert 'id="eps.errors.EpsError"' in errors and 'id="eps.errors.ConfigError"' in errors
 
 
 def _sandbox(root: Path) -> dict:
@@ -144,7 +147,7 @@ def _sandbox(root: Path) -> dict:
     (root / "profiles" / "demo.yaml").write_text("# tests/test_docs.py: the tiny profile stands in for the demo\n" + tiny)
     (root / "params.yaml").write_text(tiny)
     return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "EPS_DATA_DIR": str(DATA_ROOT),
-            "EPS_PROGRESS": "0", "OMP_NUM_THREADS": "1", "NO_COLOR": "1", "PYTHONPATH": str(root)}
+            "EPS_PROGRESS": "0", "OMP_NUM_THREADS": "1", "NO_COLOR": "1"}
 
 
 @pytest.mark.e2e
