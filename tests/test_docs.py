@@ -7,8 +7,9 @@ benchmark and study pages include bench/*.md). A block is not run when the line 
 way). ``test_block_marked_not_run`` lists each marked block as a skipped test with its reason, so ``pytest -ra``
 shows them all.
 
-How they run: the blocks of one page run in order, in one sandbox folder of their own that holds a copy of
-``examples/``, with the real ``eps`` first on PATH, the shared data (EPS_DATA_DIR), one OpenMP thread and no progress
+How they run: the pages run in the order of the site's navigation (mkdocs.yml), their blocks in order, all in one
+sandbox folder (a page may use what an earlier one made, as a reader would: the reference pages look into the
+getting-started demo's run folder). The sandbox holds a copy of ``examples/``, with the real ``eps`` first on PATH, the shared data (EPS_DATA_DIR), one OpenMP thread and no progress
 bars. Shell blocks run under ``bash -euo pipefail``, python blocks in a fresh interpreter. So that the whole file
 takes a minute or two, ``profiles/demo.yaml`` and ``params.yaml`` in the sandbox hold the tiny NB201 profile of the
 other tests (``tests.conftest.TINY_NB201``: real CIFAR-10 subsets, a 4-channel supernet): the pages' own commands run
@@ -88,9 +89,23 @@ def page_blocks(page: Path) -> list[Block]:
     return found
 
 
-PAGES = sorted(DOCS.rglob("*.md"))
+def _nav(entries) -> list[str]:
+    for entry in entries:
+        for value in (entry.values() if isinstance(entry, dict) else [entry]):
+            yield from (_nav(value) if isinstance(value, list) else [value])
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+# mkdocs.yml may hold python-specific tags (none today); read it as plain YAML, unknown tags as None
+_Loader.add_multi_constructor("", lambda loader, suffix, node: None)
+NAV = list(_nav(yaml.load((REPO / "mkdocs.yml").read_text(), Loader=_Loader)["nav"]))
+PAGES = sorted(DOCS.rglob("*.md"), key=lambda p: (NAV.index(str(p.relative_to(DOCS)))
+                                                  if str(p.relative_to(DOCS)) in NAV else len(NAV), str(p)))
 BLOCKS = [b for page in PAGES for b in page_blocks(page)]
-RUN_PAGES = sorted({b.page for b in BLOCKS if b.not_run is None})
+RUN_PAGES = list(dict.fromkeys(b.page for b in BLOCKS if b.not_run is None))    # in navigation order
 
 
 @pytest.mark.unit
@@ -139,25 +154,29 @@ def test_site_builds_strict_with_the_generated_params_table(tmp_path):
     assert 'id="eps.errors.EpsError"' in errors and 'id="eps.errors.ConfigError"' in errors
 
 
-def _sandbox(root: Path) -> dict:
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory) -> tuple[Path, dict]:
+    """(folder, environment) shared by the pages of this module, in navigation order (a module-scoped fixture:
+    tests/conftest.py keeps its users on one xdist worker)."""
+    root = tmp_path_factory.mktemp("docs") / "work"
     root.mkdir()
     shutil.copytree(REPO / "examples", root / "examples", ignore=shutil.ignore_patterns("__pycache__"))
     tiny = yaml.safe_dump(TINY_NB201)
     (root / "profiles").mkdir()
     (root / "profiles" / "demo.yaml").write_text("# tests/test_docs.py: the tiny profile stands in for the demo\n" + tiny)
     (root / "params.yaml").write_text(tiny)
-    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "EPS_DATA_DIR": str(DATA_ROOT),
-            "EPS_PROGRESS": "0", "OMP_NUM_THREADS": "1", "NO_COLOR": "1"}
+    return root, {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+                  "EPS_DATA_DIR": str(DATA_ROOT), "EPS_PROGRESS": "0", "OMP_NUM_THREADS": "1", "NO_COLOR": "1"}
 
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("page", RUN_PAGES)
-def test_code_blocks_of_the_page_run(page, tmp_path):
-    env = _sandbox(tmp_path / "work")
+def test_code_blocks_of_the_page_run(page, sandbox):
+    root, env = sandbox
     for block in (b for b in BLOCKS if b.page == page and b.not_run is None):
         cmd = (["bash", "-euo", "pipefail", "-c", block.code] if block.lang in SHELL
                else [sys.executable, "-c", block.code])
-        proc = subprocess.run(cmd, cwd=tmp_path / "work", env=env, capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, (f"{block.where} ({block.lang}) failed with exit code {proc.returncode}:\n"
                                       f"{block.code}\n--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n"
                                       f"{proc.stderr[-3000:]}")
