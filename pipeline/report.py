@@ -117,51 +117,71 @@ def _is_float(v) -> bool:
         return False
 
 
-def report(space_name: str, params: dict, out: str | Path, explicit: bool = True) -> str:
-    """Check every finished stage's files, print the tables, write report.txt and the plots (one writer at a time
-    per run folder). ``explicit``: the user passed these params (``--params``) rather than the defaults or
-    ./params.yaml. Returns the text of report.txt."""
-    paths = RunPaths(out, space_name)
+def _check_finished(paths: RunPaths, space_name: str, out) -> None:
     if not any((paths.stage(stage) / "metrics.json").exists() or (paths.stage(stage) / "history.jsonl").exists()
                for stage in ("warmup", "search", "select", "retrain")):
         # nothing to report: say so, and leave no report folder or lock file behind
         raise EpsError(f"no finished stage under {paths.root}; run `eps stage warmup --space {cli_name(space_name)} "
                        f"--out {out}` (or `eps run`) first, or point --out at a run folder")
-    with locked(paths, "report"):
-        return _report(space_name, params, out, explicit)
 
 
-def _report(space_name: str, params: dict, out: str | Path, explicit: bool) -> str:
+def report(space_name: str, params: dict, out: str | Path, explicit: bool = True, settings: bool = False) -> str:
+    """Check every finished stage's files, print the tables, write report.txt and the plots (one writer at a time
+    per run folder). ``explicit``: the user passed these params (``--params``) rather than the defaults or
+    ./params.yaml. ``settings``: print the settings table on the terminal too (report.txt always has it, last).
+    Returns the text of report.txt."""
     paths = RunPaths(out, space_name)
+    _check_finished(paths, space_name, out)
+    with locked(paths, "report"):
+        run = _load(space_name, params, out, explicit)
+        return _write(run, settings)
+
+
+class _Run:
+    """One run folder's finished stages, read and checked (``_load``)."""
+    paths: RunPaths
+    out: Path
+    space_name: str
+    params: dict
+    search_metrics = search_timing = search_run = selection = None
+    retrain_metrics = retrain_timing = retrain_run = None
+    drawing = curve = population = optimum = retrained_gt = None
+    snaps: list
+    rows: list
+    chosen: dict
+
+    @property
+    def retrained_arch(self) -> str | None:
+        arch = (self.retrain_run or {}).get("arch", (self.retrain_metrics or {}).get("arch"))
+        if arch is None and self.retrain_metrics and self.selection:
+            arch = self.selection["arch"]  # a retrain without a recorded arch trained the selection's
+        return arch if isinstance(arch, str) else None
+
+
+def _load(space_name: str, params: dict, out: str | Path, explicit: bool) -> _Run:
+    """Read and check every finished stage's files of the run under ``out``; nothing is printed or written."""
+    r = _Run()
+    r.paths = paths = RunPaths(out, space_name)
+    r.out, r.space_name = Path(out), space_name
     # A run folder is reported with the params it was made with: those it recorded, or explicit ones that agree.
-    params = record.params_for_report(paths.root, space_name, params, explicit)
-    space = get_space(space_name, params[space_name])
-    d = paths.stage("report")
-    bench = benchmark_of(space, data_root(params))
+    r.params = params = record.params_for_report(paths.root, space_name, params, explicit)
+    r.space = space = get_space(space_name, params[space_name])
+    r.bench = bench = benchmark_of(space, data_root(params))
 
     def artifact(stage: str, name: str) -> _Artifact:
         return _Artifact(paths, stage, name, space_name, out)
 
-    # ---- load and check every input; nothing is printed or written before this is done
-    tables = [rep.settings_table(space_name, params)]
     search_files = [artifact("search", n) for n in ("metrics.json", "timing.json", "run.json")]
-    search_metrics, search_timing, search_run = (f.json() for f in search_files)
-    if search_metrics:
-        # run.json holds strings, shown as they are, so a content problem can only be metrics.json's
-        tables.append(search_files[0].check(lambda: rep.search_table(search_metrics, search_timing, search_run)))
+    r.search_metrics, r.search_timing, r.search_run = (f.json() for f in search_files)
     selection_file = artifact("select", "selection.json")
-    selection = selection_file.json()
-    drawing, chosen, retrained = None, {}, None
+    r.selection = selection = selection_file.json()
+    r.chosen = {}
     if selection:
-        def selection_tables():
-            found = [rep.chosen_table(selection)]
-            gt_table = rep.ground_truth_table(selection, bench.primary if bench is not None else None)
-            if gt_table is not None:
-                found.append(gt_table)
-            if selection.get("population"):
-                found.append(rep.population_table(selection["population"]))
+        def check_selection():
             if not isinstance(selection["arch"], str):
                 raise TypeError(f"'arch' is {selection['arch']!r}, expected an architecture string")
+            for key in ("rule", "candidates", "window"):
+                selection[key]
             marked = {}
             for rule in rep.RULES:
                 c = selection.get(rule)
@@ -169,67 +189,95 @@ def _report(space_name: str, params: dict, out: str | Path, explicit: bool) -> s
                     if not isinstance(c["arch"], str):
                         raise _Malformed(f"'{rule}' has arch {c['arch']!r}, expected an architecture string")
                     marked[rule] = (c["arch"], float(c["loss"]))
-            return found, (space.decode(selection["arch"]) if isinstance(space, Drawable) else None), marked
-        found, drawing, chosen = selection_file.check(selection_tables)
-        tables += found
+                    float(c["params"])
+            # the tables are built here so that a malformed content is reported as this file's damage
+            rep.results_table(rep.arch_labels(selection, None), selection, None, None,
+                              bench.primary if bench is not None else None)
+            if selection.get("population"):
+                rep.population_table(selection["population"])
+            return (space.decode(selection["arch"]) if isinstance(space, Drawable) else None), marked
+        r.drawing, r.chosen = selection_file.check(check_selection)
         if bench is not None and bench.has(selection["arch"]):
-            retrained = (selection["rule"], bench.accuracy(selection["arch"], bench.primary))
+            r.retrained_gt = (selection["rule"], bench.accuracy(selection["arch"], bench.primary))
+    if r.search_metrics:
+        # run.json holds strings, shown as they are, so a content problem can only be metrics.json's
+        search_files[0].check(lambda: rep.search_table(r.search_metrics, r.search_timing, r.search_run))
     retrain_files = [artifact("retrain", n) for n in ("metrics.json", "timing.json", "run.json")]
-    retrain_metrics, retrain_timing, retrain_run = (f.json() for f in retrain_files)
-    if retrain_metrics:
-        tables.append(retrain_files[0].check(lambda: rep.retrain_table(retrain_metrics, retrain_timing, retrain_run)))
-    if len(tables) == 1:
-        tables[0].caption = (f"only the warm-up has finished under {paths.root}; next: eps stage search --space "
-                             f"{cli_name(space_name)} --out {out}")
+    r.retrain_metrics, r.retrain_timing, r.retrain_run = (f.json() for f in retrain_files)
+    if r.retrain_metrics:
+        retrain_files[0].check(lambda: rep.retrain_table(r.retrain_metrics, r.retrain_timing, r.retrain_run))
 
     history_file = artifact("search", "history.jsonl")
-    curve = population = None
+    r.snaps = []
     if history_file.path.exists():
-        snaps = load_history(history_file.path)
+        r.snaps = load_history(history_file.path)
         try:
-            for i, snap in enumerate(snaps):
+            for i, snap in enumerate(r.snaps):
                 check_snapshot(snap, i)
         except EpsError as err:
             raise EpsError(f"{history_file.path}: {err}") from None
-        curve = accuracy_over_time(bench, snaps)
-        if snaps:
-            population = final_population(bench, snaps[-1], chosen)
-    optimum = bench.best(bench.primary) if isinstance(bench, HasOptimum) else None
+        r.curve = accuracy_over_time(bench, r.snaps)
+        if r.snaps:
+            r.population = final_population(bench, r.snaps[-1], r.chosen)
+    r.optimum = bench.best(bench.primary) if isinstance(bench, HasOptimum) else None
     curve_file = artifact("retrain", "curve.csv")
     curve_text = curve_file.text()
-    rows = curve_file.check(lambda: _curve_rows(curve_text)) if curve_text is not None else []
+    r.rows = curve_file.check(lambda: _curve_rows(curve_text)) if curve_text is not None else []
 
     # the files parse; now that they are the ones the stages wrote, from each other's outputs (pipeline/record.py)
     record.check_run(paths.root, space_name, Path(out))
+    return r
 
-    # ---- write
+
+def _blocks(r: _Run) -> tuple[list, list, list]:
+    """The report of one run as (results, details, settings) blocks: the first screen, the stages' details, and
+    the settings table."""
+    selection, bench = r.selection, r.bench
+    retrained = r.retrained_arch if r.retrain_metrics else None
+    labels = rep.arch_labels(selection, retrained)
+    results = rep.arch_block(r.space_name, str(r.paths.root), labels, selection, retrained, r.params.get("seed"))
+    table = rep.results_table(labels, selection, r.retrain_metrics, retrained,
+                              bench.primary if bench is not None else None)
+    if table is not None:
+        results.append(table)
+    population = bool(selection and selection.get("population"))
+    if population:
+        results.append(rep.population_table(selection["population"]))
+    details = []
+    if r.search_metrics:
+        details.append(rep.search_table(r.search_metrics, r.search_timing, r.search_run, population_shown=population))
+    if r.retrain_metrics:
+        details.append(rep.retrain_table(r.retrain_metrics, r.retrain_timing, r.retrain_run))
+    settings = rep.settings_table(r.space_name, r.params)
+    if not selection and not r.retrain_metrics and not r.search_metrics:
+        settings.caption = (f"only the warm-up has finished under {r.paths.root}; next: eps stage search --space "
+                            f"{cli_name(r.space_name)} --out {r.out}")
+    return results, details, [settings]
+
+
+def _write(r: _Run, show_settings: bool) -> str:
+    d = r.paths.stage("report")
+    selection = r.selection
     d.mkdir(parents=True, exist_ok=True)
-    if drawing is not None:
-        space.draw(drawing, d / "arch.png")
-    if curve and curve["iteration"]:
-        rep.plot_accuracy_over_time(curve, d / "population_accuracy.png", optimum, retrained)
-    if population is not None:
-        rep.plot_loss_vs_accuracy(population, d / "loss_vs_accuracy.png")
-    if rows:
-        trained = (retrain_run or {}).get("arch", (retrain_metrics or {}).get("arch"))
+    if r.drawing is not None:
+        r.space.draw(r.drawing, d / "arch.png")
+    if r.curve and r.curve["iteration"]:
+        rep.plot_accuracy_over_time(r.curve, d / "population_accuracy.png", r.optimum, r.retrained_gt)
+    if r.population is not None:
+        rep.plot_loss_vs_accuracy(r.population, d / "loss_vs_accuracy.png")
+    if r.rows:
+        trained = r.retrained_arch
         # a retrain given another arch than the selection's (`arch=`) is not the rule's cell
         who = f"the {selection['rule']} cell" if selection and trained in (None, selection["arch"]) else "the chosen cell"
-        rep.plot_curve(rows, d / "retrain_curve.png", f"{space_name}: retrain of {who}, {len(rows)} epochs")
-    # the architectures once more, each on one line: folded in a table they cannot be pasted
-    lines = []
-    if selection:
-        lines += [f"{rule}: {selection[rule]['arch']}" for rule in rep.RULES if selection.get(rule)]
-    trained_arch = (retrain_run or {}).get("arch")
-    if trained_arch:
-        lines.append(f"retrained: {trained_arch}")
-    text = rep.plain_text(tables) + "".join(line + "\n" for line in lines)
+        rep.plot_curve(r.rows, d / "retrain_curve.png", f"{r.space_name}: retrain of {who}, {len(r.rows)} epochs")
+    results, details, settings = _blocks(r)
+    text = rep.plain_text(results + details + settings)
     eio.update_text(d / "report.txt", text)  # unchanged content keeps its file (and DVC sees no change)
     console = rep.terminal_console()
-    for t in tables:
-        console.print(t)
-    for line in lines:
-        console.print(Text(line), soft_wrap=True)
-    pngs = sorted(p.name for p in d.glob("*.png"))
+    rep.show(console, results + details + (settings if show_settings or not (selection or r.search_metrics
+                                                                            or r.retrain_metrics) else []))
+    figures = sorted(p.stem for p in d.glob("*.png"))
     console.print(Text(f"report written to {d}", overflow="fold"))
-    console.print(Text(f"  report.txt, {', '.join(pngs) or 'no plots'}", overflow="fold"))
+    console.print(Text(f"  report.txt (with the settings), {', '.join(figures) or 'no figures'} "
+                       f"(.svg and 300-dpi .png)", overflow="fold"))
     return text
