@@ -506,3 +506,85 @@ def plot_curve(rows: list[dict], path: Path, title: str) -> bool:
         return False
     plotting.save(fig, path)
     return True
+
+
+# ------------------------------------------------------------------------------------------------ several seeds
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1 in the denominator: the seeds are a sample of the runs one could
+    make) of the finite ``values``; NaN where undefined (no value; one value for the std)."""
+    import numpy as np
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
+    mean = float(v.mean()) if v.size else float("nan")
+    std = float(v.std(ddof=1)) if v.size > 1 else float("nan")
+    return mean, std
+
+
+def seeds_table(space: str, columns: list[tuple[str, str, str]], rows: list[dict]) -> Table:
+    """The headline numbers per seed and their mean and std: ``columns`` (key, header, kind of ``DECIMALS``, or
+    ``rank``), ``rows`` one dict per run (``seed``, ``cell``, the keys; a missing key is ``-``)."""
+    t = Table(title=f"{space}: {len(rows)} seeds", caption="std: sample standard deviation over the seeds (n - 1)")
+    t.add_column("seed", no_wrap=True)
+    t.add_column("cell", no_wrap=True)
+    for _, header, _ in columns:
+        t.add_column(header, justify="right", no_wrap=True)
+    for i, r in enumerate(rows):
+        cells = []
+        for key, _, kind in columns:
+            v = r.get(key)
+            cells.append(f"{v[0]}/{v[1]}" if kind == "rank" and v else fmt(v, kind if kind != "rank" else "other"))
+        t.add_row(str(r["seed"]), r.get("cell", "-"), *cells, end_section=i == len(rows) - 1)
+    stats = {}
+    for key, _, kind in columns:
+        values = [(r.get(key) or (None,))[0] if kind == "rank" else r.get(key) for r in rows]
+        stats[key] = mean_std([float(v) for v in values if v is not None])
+    for which, name in ((0, "mean"), (1, "std")):
+        # a rank is a count, but its mean and spread are not: one decimal
+        t.add_row(name, "", *[f"{stats[key][which]:.1f}" if kind == "rank" and math.isfinite(stats[key][which])
+                              else fmt(stats[key][which], kind if kind != "rank" else "other")
+                              for key, _, kind in columns])
+    return t
+
+
+def _aligned(curves: list[tuple[list[float], list[float]]]):
+    """The x values every curve has, and the curves' y at them as an array (curves, xs); None when none is shared."""
+    import numpy as np
+    common = set(curves[0][0])
+    for xs, _ in curves[1:]:
+        common &= set(xs)
+    xs = sorted(common)
+    if not xs:
+        return None
+    ys = np.array([[dict(zip(cx, cy))[x] for x in xs] for cx, cy in curves], dtype=np.float64)
+    return np.asarray(xs, dtype=np.float64), ys
+
+
+def seeds_figure(title: str, panels: list[tuple[str, str, str, dict[str, list[tuple[list, list]]]]]):
+    """One figure aggregating several seeds: one panel per (title, x label, y label, series), a series being one
+    (x, y) curve per seed. Each series is drawn as its mean over the seeds (a line) and mean +- one sample std (a
+    band), at the x values all seeds share, with every seed's curve thin and faint behind. None when no panel has a
+    series all seeds share."""
+    drawn = []
+    for name, xlabel, ylabel, series in panels:
+        aligned = {label: a for label, curves in series.items() if curves and (a := _aligned(curves)) is not None}
+        if aligned:
+            drawn.append((name, xlabel, ylabel, aligned))
+    if not drawn:
+        return None
+    fig, axes = plotting.subplots(1, len(drawn), figsize=(4.6 * len(drawn) + 0.6, 4.2), squeeze=False)
+    for ax, (name, xlabel, ylabel, aligned) in zip(axes[0], drawn):
+        for i, (label, (xs, ys)) in enumerate(aligned.items()):
+            color = f"C{i}"
+            for y in ys:
+                ax.plot(xs, y, color=color, lw=0.6, alpha=0.35)
+            mean = ys.mean(axis=0)
+            ax.plot(xs, mean, color=color, lw=1.8, marker="o" if len(xs) <= 12 else None, ms=3,
+                    label=f"{label}, mean of {len(ys)}")
+            if len(ys) > 1:
+                std = ys.std(axis=0, ddof=1)
+                ax.fill_between(xs, mean - std, mean + std, color=color, alpha=0.2, lw=0, label=f"{label}, ± 1 std")
+        ax.set_title(name), ax.set_xlabel(xlabel), ax.set_ylabel(ylabel)
+        plotting.integer_ticks(ax)
+        ax.legend(fontsize=7), ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    return fig

@@ -17,6 +17,7 @@ from pathlib import Path
 from rich.text import Text
 
 from eps import io as eio
+from eps import plotting
 from eps import report as rep
 from eps.analysis import accuracy_over_time, final_population
 from eps.params import data_root
@@ -280,4 +281,142 @@ def _write(r: _Run, show_settings: bool) -> str:
     console.print(Text(f"report written to {d}", overflow="fold"))
     console.print(Text(f"  report.txt (with the settings), {', '.join(figures) or 'no figures'} "
                        f"(.svg and 300-dpi .png)", overflow="fold"))
+    return text
+
+
+# ------------------------------------------------------------------------------------------------ several seeds
+
+def _comparable(params: dict, space: str) -> dict:
+    """What two seeds of one experiment share: every stage's params (``record.stage_params``) but the seed."""
+    out = {}
+    for stage in ("warmup", "search", "select", "retrain"):
+        part = dict(record.stage_params(params, space, stage))
+        part.pop("seed", None)
+        out[stage] = part
+    return out
+
+
+def _fitness_curve(snaps: list[dict]) -> tuple[dict, dict]:
+    """Per history snapshot, the best (lowest) and mean supernet validation loss of the measured members."""
+    best: dict = {"x": [], "y": []}
+    mean: dict = {"x": [], "y": []}
+    for snap in snaps:
+        losses = [float(l) for l, c in zip(snap["loss"], snap["count"]) if c and l is not None]
+        if losses:
+            for d, v in ((best, min(losses)), (mean, sum(losses) / len(losses))):
+                d["x"].append(snap["iteration"])
+                d["y"].append(v)
+    return best, mean
+
+
+def report_many(space_name: str, params: dict, outs: list[Path], explicit: bool = True,
+                into: Path | None = None) -> str:
+    """Several runs of one experiment that differ only in their seed: check each run folder as ``report`` does
+    (nothing is written into them), then print the headline numbers per seed with their mean and sample std, and
+    write ``seeds.txt``, ``seeds.json`` and the aggregate figure ``seeds.svg`` / ``seeds.png`` to ``into`` (default:
+    ``seeds-SPACE`` in the run folders' common parent). Returns the text of seeds.txt.
+
+    Runs made with other params than the first one (other than the seed) are refused with one line naming the run
+    and the first keys that differ; so are explicit ``params`` that disagree with a run (the seed aside)."""
+    from eps.pipeline.record import differences
+    runs: list[_Run] = []
+    for out in outs:
+        paths = RunPaths(out, space_name)
+        _check_finished(paths, space_name, out)
+        own = record.params_for_report(paths.root, space_name, params, explicit=False)
+        if explicit:
+            # the given params must be the run's, its seed aside
+            record.params_for_report(paths.root, space_name, {**params, "seed": own["seed"]}, explicit=True)
+        runs.append(_load(space_name, own, out, explicit=False))
+    first = runs[0]
+    for r in runs[1:]:
+        diff = differences(_comparable(first.params, space_name), _comparable(r.params, space_name))
+        if diff:
+            # differences() says "A there, B here": there = the first run, here = this one
+            raise EpsError(f"{r.paths.root} was made with other params than {first.paths.root}, not only another "
+                           f"seed ({diff}); report several run folders together only when they are seeds of one "
+                           f"experiment, or report each on its own")
+    seeds = [r.params.get("seed") for r in runs]
+
+    archs = [r.retrained_arch if r.retrain_metrics else (r.selection or {}).get("arch") for r in runs]
+    labels: dict[str, str] = {}
+    for arch in archs:
+        if isinstance(arch, str) and arch not in labels and len(labels) < len(rep.LABELS):
+            labels[arch] = rep.LABELS[len(labels)]
+    primary = first.bench.primary if first.bench is not None else None
+    retrain_keys = list(dict.fromkeys(k for r in runs if r.retrain_metrics
+                                      for k in rep._headline_keys(r.retrain_metrics)))
+    columns = [(k, k.replace("test_", "test ").replace("best_valid_", "best valid ").replace("_", " ")
+                + (" %" if rep.quantity(k) == "percent" else ""), rep.quantity(k)) for k in retrain_keys]
+    rows = []
+    for r, arch in zip(runs, archs):
+        row = {"seed": r.params.get("seed"), "cell": labels.get(arch, "-"), "run": str(r.paths.root)}
+        row.update({k: (r.retrain_metrics or {}).get(k) for k in retrain_keys})
+        sel = r.selection or {}
+        gt = (sel.get(sel.get("rule")) or {}).get("ground_truth") if sel else None
+        if gt and primary:
+            row["benchmark"] = gt.get(primary)
+            row["rank"] = (gt["rank"], gt["rank_of"])
+        pop = sel.get("population")
+        tau = pop.get("tau_all") if pop else (r.search_metrics or {}).get("population_tau")
+        if tau is not None:
+            row["tau"] = float(tau)
+        rows.append(row)
+    if any("benchmark" in row for row in rows):
+        columns += [("benchmark", f"{rep.SHORT_NAMES.get(primary, primary)} %", "percent"), ("rank", "rank", "rank")]
+    if any("tau" in row for row in rows):
+        columns.append(("tau", "tau", "corr"))
+
+    lines: list = [Text(f"{space_name}: {len(runs)} runs, seeds {', '.join(map(str, seeds))}", overflow="fold")]
+    for arch, label in labels.items():
+        lines.append(rep.Arch(f"{label} = {arch}"))
+        which = [str(r.params.get("seed")) for r, a in zip(runs, archs) if a == arch]
+        lines.append(Text(f"    {'retrained' if first.retrain_metrics else 'chosen'} in seed {', '.join(which)}",
+                          overflow="fold"))
+    table = rep.seeds_table(space_name, columns, rows)
+    runs_lines = [Text(f"seed {row['seed']}: {row['run']}", overflow="fold") for row in rows]
+    blocks = lines + [table] + runs_lines
+
+    panels = [("fitness over the search (lower is better)", "search iteration (training steps)", "supernet validation loss (nats)",
+               {name: [(c["x"], c["y"]) for c in curves]
+                for name, curves in (("population best", [_fitness_curve(r.snaps)[0] for r in runs]),
+                                     ("population mean", [_fitness_curve(r.snaps)[1] for r in runs]))
+                if all(c["x"] for c in curves)})]
+    if all(r.curve and r.curve["iteration"] for r in runs):
+        column = first.curve.get("column", "test")
+        panels.append((f"population accuracy ({column})", "search iteration (training steps)",
+                       "ground-truth accuracy (%)",
+                       {name: [(r.curve["iteration"], r.curve[key]) for r in runs]
+                        for name, key in (("population mean", "mean"), ("population max", "max"))}))
+    if all(r.rows for r in runs):
+        key = next((k for k in ("test_acc", "valid_ppl", "test_loss", "valid_loss")
+                    if all(k in r.rows[0] for r in runs)), None)
+        if key is not None:
+            ylabel = {"test_acc": "test accuracy (%)", "valid_ppl": "validation perplexity",
+                      "test_loss": "test loss (nats)", "valid_loss": "validation loss (nats)"}[key]
+            panels.append(("retrain", "epoch", ylabel,
+                           {ylabel.split(" (")[0]: [([row["epoch"] for row in r.rows], [row[key] for row in r.rows])
+                                                   for r in runs]}))
+    fig = rep.seeds_figure(f"{space_name}: {len(runs)} seeds ({', '.join(map(str, seeds))}), mean ± 1 std", panels)
+
+    if into is None:
+        import os
+        into = Path(os.path.commonpath([Path(o).resolve() for o in outs])) / f"seeds-{cli_name(space_name)}"
+    into = Path(into)
+    into.mkdir(parents=True, exist_ok=True)
+    if fig is not None:
+        plotting.save(fig, into / "seeds.png")
+    summary = {"space": space_name, "seeds": seeds, "runs": [str(r.paths.root) for r in runs],
+               "architectures": {label: arch for arch, label in labels.items()},
+               "rows": [{k: (list(v) if isinstance(v, tuple) else v) for k, v in row.items()} for row in rows],
+               "mean_std": {key: dict(zip(("mean", "std"), rep.mean_std(
+                   [float(row[key][0] if kind == "rank" else row[key]) for row in rows if row.get(key) is not None])))
+                   for key, _, kind in columns}}
+    eio.update_text(into / "seeds.json", json.dumps(summary, indent=2, allow_nan=True) + "\n")
+    text = rep.plain_text(blocks)
+    eio.update_text(into / "seeds.txt", text)
+    console = rep.terminal_console()
+    rep.show(console, blocks)
+    console.print(Text(f"written to {into}: seeds.txt, seeds.json"
+                       + (", seeds (.svg and 300-dpi .png)" if fig is not None else ""), overflow="fold"))
     return text
