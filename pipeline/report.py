@@ -1,4 +1,6 @@
-"""`eps report`: load whatever stages have finished, print tables, write plots and report.txt.
+"""`eps report`: load whatever stages have finished, print tables, write figures and report.txt; or, given several
+run folders that are seeds of one experiment (``report_many``), the headline numbers per seed with their mean and
+std and one figure of the search and retrain curves across the seeds.
 
 Damaged artifacts: every input is read and checked *before* anything is printed or written. A file that a stage
 wrote but that is now unreadable or malformed (a truncated ``metrics.json``, text in ``curve.csv``, a

@@ -110,7 +110,9 @@ def test_report_results_first_each_arch_once_in_80_columns(finished_run):
     for arch in archs_of(root):
         assert len(arch) > 80 and flat.count(squeeze(arch)) == 1, arch  # longer than the terminal, folded, once
     sel = json.loads((root / "select/selection.json").read_text())
-    assert lines[1].startswith("A = ") and squeeze("".join(lines[1:3]))[2:].startswith(squeeze(sel["arch"]))
+    first = next(i for i, line in enumerate(lines) if line.startswith("A = "))  # after the run's one header
+    assert "chosen architecture" in lines[0] and first <= 2
+    assert squeeze("".join(lines[first:first + 2]))[2:].startswith(squeeze(sel["arch"]))
     # the first screen (24 lines): the results and the search quality, before any detail; no settings
     first_screen = "\n".join(lines[:24])
     for item in ("retrained test acc (%)", "benchmark C10 test (%)", "benchmark rank", "Kendall tau"):
