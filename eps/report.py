@@ -128,7 +128,8 @@ def arch_block(space: str, where: str, labels: dict[str, str], selection: dict |
     """The report's first lines: the run, then each architecture once (``Arch`` lines, ``A = <arch>``) with what it
     is: which rules chose it (the run's own rule, ``select.rule``, named first) and whether it was retrained."""
     seed_text = f", seed {seed}" if seed is not None else ""
-    lines: list = [Text(f"{space}: chosen architecture of the run {where}{seed_text}", overflow="fold")]
+    what = "chosen architecture of the run" if labels else "run"
+    lines: list = [Text(f"{space}: {what} {where}{seed_text}", overflow="fold")]
     rules = list(RULES)
     if selection and selection.get("rule") in rules:
         rules.remove(selection["rule"])

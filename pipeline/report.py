@@ -183,8 +183,9 @@ def _load(space_name: str, params: dict, out: str | Path, explicit: bool) -> _Ru
         def check_selection():
             if not isinstance(selection["arch"], str):
                 raise TypeError(f"'arch' is {selection['arch']!r}, expected an architecture string")
-            for key in ("rule", "candidates", "window"):
-                selection[key]
+            missing = [key for key in ("rule", "candidates", "window") if key not in selection]
+            if missing:
+                raise KeyError(missing[0])
             marked = {}
             for rule in rep.RULES:
                 c = selection.get(rule)
