@@ -278,12 +278,12 @@ def run(space: str = SpaceOpt, params: Optional[Path] = ParamsOpt, out: Path = O
 @app.command(cls=Command)
 @friendly
 def report(runs: Optional[List[Path]] = typer.Argument(
-               None, show_default=False, help="Run folders (output roots, like --out); several: seeds of one "
-                                              "experiment, reported together."),
+               None, show_default=False, metavar="RUN",
+               help="Run folders (output roots, like --out); several: seeds of one experiment, reported together."),
            space: Optional[str] = typer.Option(None, "--space", "-s", autocompletion=_complete_space,
                                                help=f"Report one space, one of {SPACES} (default: all in params)."),
            params: Optional[Path] = ParamsOpt,
-           out: Optional[List[Path]] = typer.Option(None, "--out", "-o", show_default=False,
+           out: Optional[List[Path]] = typer.Option(None, "--out", "-o", show_default=False, metavar="OUT",
                                                     help="Output root of a run (repeat it for several seeds; "
                                                          "default: runs)."),
            settings: bool = typer.Option(False, "--settings", help="Also print the settings table (report.txt "
@@ -291,12 +291,11 @@ def report(runs: Optional[List[Path]] = typer.Argument(
            into: Optional[Path] = typer.Option(None, "--into", help="With several run folders: where seeds.txt, "
                                                                      "seeds.json and seeds.svg/.png go (default: "
                                                                      "seeds-SPACE beside the run folders).")):
-    """Print the results of the finished stages (the chosen architecture first, then the settings), write
-    report.txt and figures (SVG and 300-dpi PNG) to OUT/SPACE/report/.
+    """Print a run's results (chosen architecture first), write report.txt and SVG/PNG figures to OUT/SPACE/report/.
 
-    Several run folders (seeds of one experiment, same params but the seed): the headline numbers per seed with
-    mean and std, and one figure of the search and retrain curves (mean and +-1 std band); the run folders are
-    only read. A finished run is reported with the params it recorded, unless --params is given."""
+    Several run folders (seeds of one experiment): per-seed numbers, mean and std, and one mean +- std figure.
+
+    A finished run is reported with the params it recorded, unless --params is given."""
     from eps.errors import EpsError
     from eps.pipeline import report as report_stage
     folders = [*(out or []), *(runs or [])] or [Path("runs")]

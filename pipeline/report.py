@@ -23,6 +23,7 @@ from eps import plotting
 from eps import report as rep
 from eps.analysis import accuracy_over_time, final_population
 from eps.params import data_root
+from eps.settings import deep_update
 from eps.errors import EpsError
 from eps.selection import check_snapshot
 from eps.space import Drawable, HasOptimum, benchmark_of
@@ -289,14 +290,23 @@ def _write(r: _Run, show_settings: bool) -> str:
 
 # ------------------------------------------------------------------------------------------------ several seeds
 
-def _comparable(params: dict, space: str) -> dict:
-    """What two seeds of one experiment share: every stage's params (``record.stage_params``) but the seed."""
-    out = {}
+def _comparable(params: dict, space: str) -> dict[str, object]:
+    """What two seeds of one experiment share, as dotted key -> value: every key a stage reads
+    (``record.stage_params``, merged over the stages) but the seed."""
+    merged: dict = {}
     for stage in ("warmup", "search", "select", "retrain"):
-        part = dict(record.stage_params(params, space, stage))
-        part.pop("seed", None)
-        out[stage] = part
-    return out
+        merged = deep_update(merged, record.stage_params(params, space, stage))
+    merged.pop("seed", None)
+    flat: dict[str, object] = {}
+
+    def walk(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}{k}.", v)
+        else:
+            flat[prefix[:-1]] = value
+    walk("", merged)
+    return flat
 
 
 def _fitness_curve(snaps: list[dict]) -> tuple[dict, dict]:
@@ -321,7 +331,6 @@ def report_many(space_name: str, params: dict, outs: list[Path], explicit: bool 
 
     Runs made with other params than the first one (other than the seed) are refused with one line naming the run
     and the first keys that differ; so are explicit ``params`` that disagree with a run (the seed aside)."""
-    from eps.pipeline.record import differences
     runs: list[_Run] = []
     for out in outs:
         paths = RunPaths(out, space_name)
@@ -333,12 +342,14 @@ def report_many(space_name: str, params: dict, outs: list[Path], explicit: bool 
         runs.append(_load(space_name, own, out, explicit=False))
     first = runs[0]
     for r in runs[1:]:
-        diff = differences(_comparable(first.params, space_name), _comparable(r.params, space_name))
-        if diff:
-            # differences() says "A there, B here": there = the first run, here = this one
+        a, b = _comparable(first.params, space_name), _comparable(r.params, space_name)
+        keys = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        if keys:
+            shown = "; ".join(f"{k} {a.get(k)!r} vs {b.get(k)!r}" for k in keys[:3])
+            more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
             raise EpsError(f"{r.paths.root} was made with other params than {first.paths.root}, not only another "
-                           f"seed ({diff}); report several run folders together only when they are seeds of one "
-                           f"experiment, or report each on its own")
+                           f"seed (first vs this: {shown}{more}); report several run folders together only when they "
+                           f"are seeds of one experiment, or report each on its own")
     seeds = [r.params.get("seed") for r in runs]
 
     archs = [r.retrained_arch if r.retrain_metrics else (r.selection or {}).get("arch") for r in runs]
@@ -380,7 +391,8 @@ def report_many(space_name: str, params: dict, outs: list[Path], explicit: bool 
     runs_lines = [Text(f"seed {row['seed']}: {row['run']}", overflow="fold") for row in rows]
     blocks = lines + [table] + runs_lines
 
-    panels = [("fitness over the search (lower is better)", "search iteration (training steps)", "supernet validation loss (nats)",
+    panels = [("fitness over the search (lower is better)", "search iteration (training steps)",
+               "supernet validation loss (nats)",
                {name: [(c["x"], c["y"]) for c in curves]
                 for name, curves in (("population best", [_fitness_curve(r.snaps)[0] for r in runs]),
                                      ("population mean", [_fitness_curve(r.snaps)[1] for r in runs]))
