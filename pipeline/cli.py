@@ -282,16 +282,41 @@ def run(space: str = SpaceOpt, params: Optional[Path] = ParamsOpt, out: Path = O
 
 @app.command(cls=Command)
 @friendly
-def report(space: Optional[str] = typer.Option(None, "--space", "-s", autocompletion=_complete_space,
+def report(runs: Optional[List[Path]] = typer.Argument(
+               None, show_default=False, metavar="RUN",
+               help="Run folders (output roots, like --out); several: seeds of one experiment, reported together."),
+           space: Optional[str] = typer.Option(None, "--space", "-s", autocompletion=_complete_space,
                                                help=f"Report one space, one of {SPACES} (default: all in params)."),
-           params: Optional[Path] = ParamsOpt, out: Path = OutOpt):
-    """Print rich summaries of the finished stages and write PNG plots to OUT/SPACE/report/.
+           params: Optional[Path] = ParamsOpt,
+           out: Optional[List[Path]] = typer.Option(None, "--out", "-o", show_default=False, metavar="OUT",
+                                                    help="Output root of a run (repeat it for several seeds; "
+                                                         "default: runs)."),
+           settings: bool = typer.Option(False, "--settings", help="Also print the settings table (report.txt "
+                                                                   "always has it)."),
+           into: Optional[Path] = typer.Option(None, "--into", help="With several run folders: where seeds.txt, "
+                                                                     "seeds.json and seeds.svg/.png go (default: "
+                                                                     "seeds-SPACE beside the run folders).")):
+    """Print a run's results (chosen architecture first), write report.txt and SVG/PNG figures to OUT/SPACE/report/.
+
+    Several run folders (seeds of one experiment): per-seed numbers, mean and std, and one mean +- std figure.
 
     A finished run is reported with the params it recorded, unless --params is given."""
+    from eps.errors import EpsError
     from eps.pipeline import report as report_stage
+    folders = [*(out or []), *(runs or [])] or [Path("runs")]
+    seen: dict = {}
+    for f in folders:
+        if f.resolve() in seen:
+            raise EpsError(f"run folder {f} is given twice (as {seen[f.resolve()]} too); give each run once")
+        seen[f.resolve()] = f
+    if into is not None and len(folders) == 1:
+        raise EpsError("--into is for several run folders (seeds); one run's report goes to OUT/SPACE/report/")
     name, p = _params(params, space)
     for each in ([name] if name else p["spaces"]):
-        report_stage.report(each, p, out, explicit=params is not None)
+        if len(folders) == 1:
+            report_stage.report(each, p, folders[0], explicit=params is not None, settings=settings)
+        else:
+            report_stage.report_many(each, p, folders, explicit=params is not None, into=into)
 
 
 @app.command("params", cls=Command)
