@@ -18,6 +18,27 @@ import torch.distributed as dist
 _OWNED = False
 
 
+# What gloo and NCCL say when another rank's process died or its connection broke (torch raises RuntimeError or
+# DistBackendError with these in the message); matched on the text, as the exception types differ across versions.
+_PEER_LOST = ("connection reset by peer", "connection closed by peer", "broken pipe", "remote process exited",
+              "nccl communicator was aborted", "ncclremoteerror", "socket timeout", "connection refused",
+              "recvbytes", "sendbytes", "read error", "timed out")
+
+
+def peer_lost(err: BaseException) -> bool:
+    """Whether ``err`` (in a torchrun rank) means that another rank stopped: a lost connection or a collective that
+    timed out, not a problem of this rank. False in a plain single process."""
+    if not launched() or isinstance(err, OSError) and not isinstance(err, ConnectionError):
+        return False
+    name = type(err).__name__
+    try:
+        text = str(err).lower()
+    except Exception:
+        return False
+    return (name in ("DistBackendError", "DistNetworkError", "DistStoreError") or isinstance(err, ConnectionError)
+            or isinstance(err, RuntimeError) and any(s in text for s in _PEER_LOST))
+
+
 def launched() -> bool:
     """True when this process was started by torchrun (or another launcher) as one of several ranks."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -134,8 +155,9 @@ def broadcast_object(obj, src: int = 0):
 
 def on_main(fn):
     """``fn()`` run on rank 0 only, its result given to every rank. An exception there is re-raised on rank 0 and
-    raised as an ``EpsError`` with the same message on the others, so no rank waits for a rank that stopped."""
-    from eps.errors import EpsError
+    raised as a ``RankError`` with the same message on the others, so no rank waits for a rank that stopped and the
+    CLI prints the message once (rank 0's)."""
+    from eps.errors import RankError
     if world() == 1:
         return fn()
     result, problem, error = None, None, None
@@ -148,7 +170,7 @@ def on_main(fn):
     if error is not None:
         raise error
     if problem is not None:
-        raise EpsError(problem)
+        raise RankError(problem)  # rank 0 reports it: one line from one rank
     return result
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from typer.core import TyperCommand
+from typer.core import TyperCommand, TyperGroup
 
 SPACES = "the registered spaces"   # replaced by their names when a help page is shown (Command)
 
@@ -28,6 +28,25 @@ def _complete_space(incomplete: str) -> list[str]:
     return [n for n in _space_names() if n.startswith(incomplete)]
 
 
+def _narrow() -> bool:
+    """Whether rich would draw the help page narrower than it can be read: rich takes COLUMNS as the width (0 draws
+    nothing at all, 20 a box one word wide); click's plain page wraps at 50 columns at least."""
+    import os
+    columns = os.environ.get("COLUMNS", "")
+    return columns.isdigit() and int(columns) < 40
+
+
+def _plain_help(command, ctx, formatter) -> None:
+    """The help page, drawn by rich, or plain when the terminal is too narrow for rich's boxes (see ``_narrow``)."""
+    if not _narrow():
+        return super(type(command), command).format_help(ctx, formatter)
+    mode, command.rich_markup_mode = command.rich_markup_mode, None
+    try:
+        return super(type(command), command).format_help(ctx, formatter)
+    finally:
+        command.rich_markup_mode = mode
+
+
 class Command(TyperCommand):
     """A command whose help names the registered spaces; they are looked up only when the help page is shown, so
     ``eps`` starts as fast as without the list."""
@@ -36,18 +55,85 @@ class Command(TyperCommand):
         for param in self.params:
             if isinstance(getattr(param, "help", None), str) and SPACES in param.help:
                 param.help = param.help.replace(SPACES, ", ".join(_space_names()))
-        return super().format_help(ctx, formatter)
+        return _plain_help(self, ctx, formatter)
 
 
-app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
+def _color() -> bool | None:
+    """False under NO_COLOR (https://no-color.org: set and not empty), else None: colour on a terminal only."""
+    import os
+    return False if os.environ.get("NO_COLOR") else None
+
+
+def _say(line: str, **style) -> None:
+    """One line on stderr; never raises (a closed stderr has nothing more to tell)."""
+    try:
+        typer.secho(line, err=True, color=_color(), **style)
+    except Exception:
+        pass
+
+
+def _usage_line(err, path: str) -> str:
+    """A click usage error (unknown option or command, missing or bad value) as one plain line naming the help of
+    the command it is about (``path``, e.g. ``eps stage search``)."""
+    text = " ".join(str(err.format_message()).split()).rstrip(".") or "bad usage"
+    ctx = getattr(err, "ctx", None)
+    return f"error: {text[0].lower() + text[1:]}; see {ctx.command_path if ctx is not None else path} --help"
+
+
+def _command_path(group, args, prog: str = "eps") -> str:
+    """The deepest command that ``args`` name (``eps stage search`` for ``stage search --foo``): a usage error
+    without a context still names the help page that lists the right options."""
+    import sys
+    path, command = [prog], group
+    for arg in (sys.argv[1:] if args is None else list(args)):
+        sub = getattr(command, "commands", {}).get(arg)
+        if sub is None:
+            break
+        path.append(arg)
+        command = sub
+    return " ".join(path)
+
+
+class Group(TyperGroup):
+    """eps's command groups: help readable at any width; the top level's ``main`` makes every usage error one plain
+    line with exit 2 (click's and typer's own way is a multi-line rich box, empty at COLUMNS=0)."""
+
+    def format_help(self, ctx, formatter):
+        return _plain_help(self, ctx, formatter)
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        import sys
+        from eps import signals
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.TyperException as err:  # click's exceptions (typer vendors click; this is their public base)
+            if type(err).__name__ == "NoArgsIsHelpError":  # `eps stage`: the group's help, drawn already by rich
+                if err.format_message():
+                    typer.echo(err.format_message(), color=_color())
+            else:
+                _say(_usage_line(err, _command_path(self, args, prog_name or "eps")) if err.exit_code == 2 else f"error: {' '.join(err.format_message().split())}",
+                     fg="red")
+            code = err.exit_code
+        except typer.Abort:
+            _say("aborted", fg="yellow")
+            code = 1
+        if code == 130 and signals.received():  # typer turned a SIGTERM outside any command into Ctrl-C's code
+            code = 143
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(cls=Group, no_args_is_help=True, pretty_exceptions_enable=False,
+                  context_settings={"help_option_names": ["-h", "--help"]},
                   help="EPS: evolving the proxy search space, a random-sampling weight-sharing NAS method.")
-stage_app = typer.Typer(no_args_is_help=True, help="Run one pipeline stage.")
-arch_app = typer.Typer(no_args_is_help=True, help="Inspect architectures.")
-nb201_app = typer.Typer(no_args_is_help=True, help="NAS-Bench-201 ground truth.")
+stage_app = typer.Typer(cls=Group, no_args_is_help=True, help="Run one pipeline stage.")
+arch_app = typer.Typer(cls=Group, no_args_is_help=True, help="Inspect architectures.")
+nb201_app = typer.Typer(cls=Group, no_args_is_help=True, help="NAS-Bench-201 ground truth.")
 app.add_typer(stage_app, name="stage")
 app.add_typer(arch_app, name="arch")
 app.add_typer(nb201_app, name="nb201")
-study_app = typer.Typer(no_args_is_help=True, help="Studies of the method against a benchmark's ground truth.")
+study_app = typer.Typer(cls=Group, no_args_is_help=True, help="Studies of the method against a benchmark's ground truth.")
 app.add_typer(study_app, name="study")
 
 SpaceOpt = typer.Option(None, "--space", "-s", autocompletion=_complete_space,
@@ -94,21 +180,22 @@ def _os_error_line(err: OSError) -> str:
 
 
 _AS_PROGRAM = False     # set by main(): the process is the `eps` program, not a library caller (tests, CliRunner)
-_INTERRUPTED = False
+_INTERRUPTED = 0        # the exit status of the first Ctrl-C (130) or SIGTERM (143), once one has been handled
 
 
-def _quiet_second_interrupt() -> None:
-    """After the first Ctrl-C of the `eps` program, a second one (while finally blocks and atexit handlers such as
-    torch's run) ends the process at once with 130 instead of a traceback; and once the atexit handlers are done the
-    process exits with 130 without the interpreter's slow teardown, where Ctrl-C would kill it by signal. Outputs are
-    written atomically, so nothing is torn."""
+def _quiet_second_interrupt(code: int) -> None:
+    """After the first Ctrl-C or SIGTERM of the `eps` program, a second one (while finally blocks and atexit handlers
+    such as torch's run) ends the process at once with ``code`` instead of a traceback; and once the atexit handlers
+    are done the process exits with ``code`` without the interpreter's slow teardown, where a signal would kill it.
+    Outputs are written atomically, so nothing is torn."""
     global _INTERRUPTED
     if not _AS_PROGRAM:
         return
     import signal
-    _INTERRUPTED = True
+    _INTERRUPTED = code
     try:
-        signal.signal(signal.SIGINT, lambda signum, frame: _exit_now(130))
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda signum, frame: _exit_now(code))
     except ValueError:  # not the main thread: nothing to install
         pass
 
@@ -127,53 +214,108 @@ def _exit_now(code: int) -> None:
 def _exit_after_interrupt() -> None:
     """Registered by main() before any command runs, so it runs after every atexit handler a command registers."""
     if _INTERRUPTED:
-        _exit_now(130)
+        _exit_now(_INTERRUPTED)
+
+
+def _text(err: BaseException, limit: int = 300) -> str:
+    """An exception's message as one line, whatever it is (not a str, several lines, a ``__str__`` that raises)."""
+    try:
+        text = str(err)
+    except Exception:
+        text = ""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return " ".join(lines[0].split())[:limit] if lines else ""
+
+
+def _speaks(err: BaseException) -> bool:
+    """Under torchrun one rank reports: rank 0, or another rank for a cause only it saw. An error repeated from rank
+    0 (``RankError``), an interrupt (every rank gets it) or a lost peer (rank 0 names it) is left to rank 0. The
+    launcher's RANK is read, not the process group's: the group is gone by the time a stage's error arrives here."""
+    import os
+    from eps import distributed
+    from eps.errors import RankError
+    if os.environ.get("RANK", "0").strip() in ("", "0"):
+        return True
+    return not isinstance(err, (RankError, KeyboardInterrupt)) and not distributed.peer_lost(err)
+
+
+def _report(err: BaseException) -> int:
+    """The one line for ``err`` (stderr) and the exit status: 2 for the user's input or machine, 130 Ctrl-C, 143
+    SIGTERM, 141 a closed stdout, 1 an error eps does not anticipate."""
+    import errno
+    import os
+    import sys
+    from eps import distributed
+    from eps.errors import EpsError, RankError, Terminated
+    if isinstance(err, KeyboardInterrupt):
+        code = 143 if isinstance(err, Terminated) else 130
+        _quiet_second_interrupt(code)
+        where = _text(err)
+        line = (f"terminated (SIGTERM){'; ' + where if where else ''}; run the same command again to resume from the "
+                f"last checkpoint" if code == 143 else
+                "interrupted; run the same command again to resume from the last checkpoint")
+        if _speaks(err):
+            _say(line, fg="yellow")
+        return code
+    if isinstance(err, BrokenPipeError) or (isinstance(err, OSError) and err.errno == errno.EPIPE):
+        # the reader of stdout stopped (`eps report | head -1`): end quietly with 141 (128 + SIGPIPE), what a
+        # program killed by SIGPIPE such as `git log | head -1` returns, so `set -o pipefail` sees a cut output;
+        # stdout goes to /dev/null so the interpreter's last flush does not fail again
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except Exception:
+            pass
+        return 141
+    if isinstance(err, RankError):
+        return 2
+    if isinstance(err, EpsError):
+        text = str(err)
+        # several problems with params stay one per line (_one_problem_line); any other message is one line
+        line, code = f"error: {text if 'problem(s) with params' in text else _text(err, 1000)}", 2
+    elif isinstance(err, OSError):
+        line, code = f"error: {_os_error_line(err)}", 2
+    elif distributed.peer_lost(err):
+        line, code = (f"error: rank lost: another rank of this torchrun job stopped ({_text(err, 160)}); resume "
+                      f"with the same command once every node is up"), 2
+    elif isinstance(err, RecursionError):
+        line, code = ("error: an input file is nested too deeply to be a params file, split file or history; check "
+                      "the file named in the command"), 2
+    elif isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError":
+        what = _text(err, 200)
+        line, code = (f"error: out of memory{' (' + what + ')' if what else ''}; reduce batch_size, channels or "
+                      f"layers, or use a machine with more memory"), 2
+    elif isinstance(err, RuntimeError) and ("allocate" in _text(err) or "overflow" in _text(err)):
+        line, code = (f"error: this configuration does not fit the machine ({_text(err, 200)}); use smaller widths, "
+                      f"depths, batches or learning rates"), 2
+    else:  # no traceback ever: one line, and the traceback on request
+        line, code = (f"error: unexpected {type(err).__name__}: {_text(err)}; rerun with EPS_DEBUG=1 for the "
+                      f"traceback and report it"), 1
+    if _speaks(err):
+        _say(line, fg="red")
+    return code
 
 
 def friendly(fn):
-    """Turn EpsError (and an operating-system error: disk full, read-only or missing paths) into one line + exit 2,
-    and Ctrl-C into a resume hint + exit 130."""
+    """Turn any error of a command into one line on stderr and an exit status (``_report``): EpsError and an
+    operating-system error (disk full, read-only or missing paths) exit 2, Ctrl-C 130 and SIGTERM 143 with a resume
+    hint. The handler itself never raises; ``EPS_DEBUG=1`` shows the traceback of an unexpected error."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from eps.errors import EpsError
+        import os
         try:
             return fn(*args, **kwargs)
-        except EpsError as err:
-            typer.secho(f"error: {err}", fg="red", err=True)
-            raise typer.Exit(2) from None
-        except OSError as err:
-            typer.secho(f"error: {_os_error_line(err)}", fg="red", err=True)
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            _quiet_second_interrupt()
-            typer.secho("interrupted; run the same command again to resume from the last checkpoint",
-                        fg="yellow", err=True)
-            raise typer.Exit(130) from None
-        except RecursionError:
-            typer.secho("error: an input file is nested too deeply to be a params file, split file or history; "
-                        "check the file named in the command", fg="red", err=True)
-            raise typer.Exit(2) from None
-        except (MemoryError, RuntimeError) as err:
-            text = str(err)
-            if isinstance(err, RuntimeError) and "allocate" not in text and "overflow" not in text:
-                return _unexpected(err)
-            typer.secho(f"error: this configuration does not fit the machine ({text.splitlines()[0][:200]}); use "
-                        f"smaller widths, depths, batches or learning rates", fg="red", err=True)
-            raise typer.Exit(2) from None
-        except Exception as err:  # no traceback ever: one line, and the traceback on request
-            return _unexpected(err)
+        except (typer.Exit, typer.TyperException, typer.Abort, SystemExit, GeneratorExit):
+            raise
+        except BaseException as err:
+            if os.environ.get("EPS_DEBUG") and not isinstance(err, KeyboardInterrupt):
+                raise
+            try:
+                code = _report(err)
+            except BaseException:  # the last resort: a fixed line
+                _say("error: eps could not describe the error; rerun with EPS_DEBUG=1 for the traceback")
+                code = 1
+            raise typer.Exit(code) from None
     return wrapper
-
-
-def _unexpected(err: Exception):
-    """An error eps does not anticipate: one line, exit 1; ``EPS_DEBUG=1`` shows the traceback."""
-    import os
-    if os.environ.get("EPS_DEBUG"):
-        raise err
-    first = (str(err).splitlines() or [""])[0][:300]
-    typer.secho(f"error: unexpected {type(err).__name__}: {first}; rerun with EPS_DEBUG=1 for the traceback and "
-                f"report it", fg="red", err=True)
-    raise typer.Exit(1) from None
 
 
 def _one_problem_line(text: str) -> str:
@@ -413,9 +555,11 @@ def main():
     import atexit
     import os
     global _AS_PROGRAM
+    from eps import signals
     _AS_PROGRAM = True
     atexit.register(_exit_after_interrupt)
-    app(color=False if os.environ.get("NO_COLOR") else None)
+    signals.install()  # SIGTERM (Slurm, Kubernetes, torchrun) ends a command as Ctrl-C does, with status 143
+    app(color=_color())
 
 
 if __name__ == "__main__":
