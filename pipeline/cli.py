@@ -165,7 +165,7 @@ def _os_error_line(err: OSError) -> str:
     import errno
     import os
     what = (err.strerror or os.strerror(err.errno)) if err.errno else (str(err) or type(err).__name__)
-    paths = [os.fsdecode(p) for p in (err.filename, err.filename2) if p is not None and not isinstance(p, int)]
+    paths = [_escaped(os.fsdecode(p)) for p in (err.filename, err.filename2) if p is not None and not isinstance(p, int)]
     line = f"{' -> '.join(paths)}: {what}" if paths else what
     hint = {errno.ENOSPC: "free some space and run the same command again (it resumes from the last checkpoint)",
             errno.EDQUOT: "free some space and run the same command again (it resumes from the last checkpoint)",
@@ -191,8 +191,16 @@ def _quiet_second_interrupt(code: int) -> None:
     global _INTERRUPTED
     if not _AS_PROGRAM:
         return
-    import signal
     _INTERRUPTED = code
+    _quiet_signals(code)
+
+
+def _quiet_signals(code: int) -> None:
+    """Once the one line is out, a Ctrl-C or SIGTERM during the shutdown (torchrun stops the other ranks with SIGTERM
+    when one fails) ends the process with ``code``, without a second message or a traceback."""
+    if not _AS_PROGRAM:
+        return
+    import signal
     try:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda signum, frame: _exit_now(code))
@@ -215,6 +223,12 @@ def _exit_after_interrupt() -> None:
     """Registered by main() before any command runs, so it runs after every atexit handler a command registers."""
     if _INTERRUPTED:
         _exit_now(_INTERRUPTED)
+
+
+def _escaped(text: str) -> str:
+    """``text`` on one line: a newline, tab or terminal escape (in a path the user typed: ``--out $'a\\nb'``) is
+    written as Python writes it in a string literal (``\\n``, ``\\x1b``), so one error stays one line."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
 
 
 def _text(err: BaseException, limit: int = 300) -> str:
@@ -270,8 +284,9 @@ def _report(err: BaseException) -> int:
         return 2
     if isinstance(err, EpsError):
         text = str(err)
-        # several problems with params stay one per line (_one_problem_line); any other message is one line
-        line, code = f"error: {text if 'problem(s) with params' in text else _text(err, 1000)}", 2
+        # several problems with params stay one per line (_one_problem_line); any other message is one line, a
+        # newline in a path included
+        line, code = f"error: {text if 'problem(s) with params' in text else _escaped(text.strip())}", 2
     elif isinstance(err, OSError):
         line, code = f"error: {_os_error_line(err)}", 2
     elif distributed.peer_lost(err):
@@ -314,6 +329,7 @@ def friendly(fn):
             except BaseException:  # the last resort: a fixed line
                 _say("error: eps could not describe the error; rerun with EPS_DEBUG=1 for the traceback")
                 code = 1
+            _quiet_signals(code)
             raise typer.Exit(code) from None
     return wrapper
 
@@ -426,7 +442,11 @@ def report(space: Optional[str] = typer.Option(None, "--space", "-s", autocomple
 
     A finished run is reported with the params it recorded, unless --params is given."""
     from eps.pipeline import report as report_stage
+    from eps.errors import ConfigError
     name, p = _params(params, space)
+    if not name and not p["spaces"]:
+        raise ConfigError("the params list no spaces (spaces: []), so there is nothing to report; list the spaces "
+                          "of the run in `spaces`, or choose one with --space")
     for each in ([name] if name else p["spaces"]):
         report_stage.report(each, p, out, explicit=params is not None)
 
