@@ -265,7 +265,10 @@ def _report(err: BaseException) -> int:
         code = 143 if isinstance(err, Terminated) else 130
         _quiet_second_interrupt(code)
         where = _text(err)
-        line = (f"terminated (SIGTERM){'; ' + where if where else ''}; run the same command again to resume from the "
+        # under torchrun a SIGTERM comes from the launcher: the job was stopped, or another rank failed (torchrun
+        # then stops the others and reports that rank below this line)
+        why = "SIGTERM from torchrun: the job was stopped or another rank failed" if distributed.launched() else "SIGTERM"
+        line = (f"terminated ({why}){'; ' + where if where else ''}; run the same command again to resume from the "
                 f"last checkpoint" if code == 143 else
                 "interrupted; run the same command again to resume from the last checkpoint")
         if _speaks(err):
@@ -303,8 +306,9 @@ def _report(err: BaseException) -> int:
         line, code = (f"error: this configuration does not fit the machine ({_text(err, 200)}); use smaller widths, "
                       f"depths, batches or learning rates"), 2
     else:  # no traceback ever: one line, and the traceback on request
-        line, code = (f"error: unexpected {type(err).__name__}: {_text(err)}; rerun with EPS_DEBUG=1 for the "
-                      f"traceback and report it"), 1
+        what = _text(err)
+        line, code = (f"error: unexpected {type(err).__name__}{': ' + what if what else ''}; rerun with EPS_DEBUG=1 "
+                      f"for the traceback and report it"), 1
     if _speaks(err):
         _say(line, fg="red")
     return code
