@@ -253,8 +253,8 @@ def _speaks(err: BaseException) -> bool:
     return not isinstance(err, (RankError, KeyboardInterrupt)) and not distributed.peer_lost(err)
 
 
-def _report(err: BaseException) -> int:
-    """The one line for ``err`` (stderr) and the exit status: 2 for the user's input or machine, 130 Ctrl-C, 143
+def _describe(err: BaseException) -> tuple[int, str | None]:
+    """(exit status, the one line for ``err`` or None for none): 2 for the user's input or machine, 130 Ctrl-C, 143
     SIGTERM, 141 a closed stdout, 1 an error eps does not anticipate."""
     import errno
     import os
@@ -262,18 +262,14 @@ def _report(err: BaseException) -> int:
     from eps import distributed
     from eps.errors import EpsError, RankError, Terminated
     if isinstance(err, KeyboardInterrupt):
-        code = 143 if isinstance(err, Terminated) else 130
-        _quiet_second_interrupt(code)
+        if not isinstance(err, Terminated):
+            return 130, "interrupted; run the same command again to resume from the last checkpoint"
         where = _text(err)
         # under torchrun a SIGTERM comes from the launcher: the job was stopped, or another rank failed (torchrun
-        # then stops the others and reports that rank below this line)
+        # then stops the others and reports that rank after this line)
         why = "SIGTERM from torchrun: the job was stopped or another rank failed" if distributed.launched() else "SIGTERM"
-        line = (f"terminated ({why}){'; ' + where if where else ''}; run the same command again to resume from the "
-                f"last checkpoint" if code == 143 else
-                "interrupted; run the same command again to resume from the last checkpoint")
-        if _speaks(err):
-            _say(line, fg="yellow")
-        return code
+        return 143, (f"terminated ({why}){'; ' + where if where else ''}; run the same command again to resume from "
+                     f"the last checkpoint")
     if isinstance(err, BrokenPipeError) or (isinstance(err, OSError) and err.errno == errno.EPIPE):
         # the reader of stdout stopped (`eps report | head -1`): end quietly with 141 (128 + SIGPIPE), what a
         # program killed by SIGPIPE such as `git log | head -1` returns, so `set -o pipefail` sees a cut output;
@@ -282,40 +278,36 @@ def _report(err: BaseException) -> int:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         except Exception:
             pass
-        return 141
+        return 141, None
     if isinstance(err, RankError):
-        return 2
+        return 2, None
     if isinstance(err, EpsError):
         text = str(err)
         # several problems with params stay one per line (_one_problem_line); any other message is one line, a
         # newline in a path included
-        line, code = f"error: {text if 'problem(s) with params' in text else _escaped(text.strip())}", 2
-    elif isinstance(err, OSError):
-        line, code = f"error: {_os_error_line(err)}", 2
-    elif distributed.peer_lost(err):
-        line, code = (f"error: rank lost: another rank of this torchrun job stopped ({_text(err, 160)}); resume "
-                      f"with the same command once every node is up"), 2
-    elif isinstance(err, RecursionError):
-        line, code = ("error: an input file is nested too deeply to be a params file, split file or history; check "
-                      "the file named in the command"), 2
-    elif isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError":
+        return 2, f"error: {text if 'problem(s) with params' in text else _escaped(text.strip())}"
+    if distributed.peer_lost(err):
+        return 2, (f"error: rank lost: another rank of this torchrun job stopped ({_text(err, 160)}); resume with "
+                   f"the same command once every node is up")
+    if isinstance(err, OSError):
+        return 2, f"error: {_os_error_line(err)}"
+    if isinstance(err, RecursionError):
+        return 2, ("error: an input file is nested too deeply to be a params file, split file or history; check the "
+                   "file named in the command")
+    if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError":
         what = _text(err, 200)
-        line, code = (f"error: out of memory{' (' + what + ')' if what else ''}; reduce batch_size, channels or "
-                      f"layers, or use a machine with more memory"), 2
-    elif isinstance(err, RuntimeError) and ("allocate" in _text(err) or "overflow" in _text(err)):
-        line, code = (f"error: this configuration does not fit the machine ({_text(err, 200)}); use smaller widths, "
-                      f"depths, batches or learning rates"), 2
-    else:  # no traceback ever: one line, and the traceback on request
-        what = _text(err)
-        line, code = (f"error: unexpected {type(err).__name__}{': ' + what if what else ''}; rerun with EPS_DEBUG=1 "
-                      f"for the traceback and report it"), 1
-    if _speaks(err):
-        _say(line, fg="red")
-    return code
+        return 2, (f"error: out of memory{' (' + what + ')' if what else ''}; reduce batch_size, channels or layers, "
+                   f"or use a machine with more memory")
+    if isinstance(err, RuntimeError) and ("allocate" in _text(err) or "overflow" in _text(err)):
+        return 2, (f"error: this configuration does not fit the machine ({_text(err, 200)}); use smaller widths, "
+                   f"depths, batches or learning rates")
+    what = _text(err)  # no traceback ever: one line, and the traceback on request
+    return 1, (f"error: unexpected {type(err).__name__}{': ' + what if what else ''}; rerun with EPS_DEBUG=1 for the "
+               f"traceback and report it")
 
 
 def friendly(fn):
-    """Turn any error of a command into one line on stderr and an exit status (``_report``): EpsError and an
+    """Turn any error of a command into one line on stderr and an exit status (``_describe``): EpsError and an
     operating-system error (disk full, read-only or missing paths) exit 2, Ctrl-C 130 and SIGTERM 143 with a resume
     hint. The handler itself never raises; ``EPS_DEBUG=1`` shows the traceback of an unexpected error."""
     @functools.wraps(fn)
@@ -326,11 +318,17 @@ def friendly(fn):
         except (typer.Exit, typer.TyperException, typer.Abort, SystemExit, GeneratorExit):
             raise
         except BaseException as err:
-            if os.environ.get("EPS_DEBUG") and not isinstance(err, KeyboardInterrupt):
-                raise
             try:
-                code = _report(err)
-            except BaseException:  # the last resort: a fixed line
+                code, line = _describe(err)
+                if code == 1 and os.environ.get("EPS_DEBUG"):
+                    raise err
+                if code in (130, 143):
+                    _quiet_second_interrupt(code)
+                if line and _speaks(err):
+                    _say(line, fg="yellow" if code in (130, 143) else "red")
+            except BaseException as again:
+                if again is err:
+                    raise
                 _say("error: eps could not describe the error; rerun with EPS_DEBUG=1 for the traceback")
                 code = 1
             _quiet_signals(code)
