@@ -113,8 +113,9 @@ class Group(TyperGroup):
                 if err.format_message():
                     typer.echo(err.format_message(), color=_color())
             else:
-                _say(_usage_line(err, _command_path(self, args, prog_name or "eps")) if err.exit_code == 2 else f"error: {' '.join(err.format_message().split())}",
-                     fg="red")
+                usage = err.exit_code == 2
+                _say(_usage_line(err, _command_path(self, args, prog_name or "eps")) if usage else
+                     f"error: {' '.join(err.format_message().split())}", fg="red")
             code = err.exit_code
         except typer.Abort:
             _say("aborted", fg="yellow")
@@ -133,7 +134,8 @@ nb201_app = typer.Typer(cls=Group, no_args_is_help=True, help="NAS-Bench-201 gro
 app.add_typer(stage_app, name="stage")
 app.add_typer(arch_app, name="arch")
 app.add_typer(nb201_app, name="nb201")
-study_app = typer.Typer(cls=Group, no_args_is_help=True, help="Studies of the method against a benchmark's ground truth.")
+study_app = typer.Typer(cls=Group, no_args_is_help=True,
+                        help="Studies of the method against a benchmark's ground truth.")
 app.add_typer(study_app, name="study")
 
 SpaceOpt = typer.Option(None, "--space", "-s", autocompletion=_complete_space,
@@ -165,7 +167,8 @@ def _os_error_line(err: OSError) -> str:
     import errno
     import os
     what = (err.strerror or os.strerror(err.errno)) if err.errno else (str(err) or type(err).__name__)
-    paths = [_escaped(os.fsdecode(p)) for p in (err.filename, err.filename2) if p is not None and not isinstance(p, int)]
+    paths = [_escaped(os.fsdecode(p)) for p in (err.filename, err.filename2)
+             if p is not None and not isinstance(p, int)]
     line = f"{' -> '.join(paths)}: {what}" if paths else what
     hint = {errno.ENOSPC: "free some space and run the same command again (it resumes from the last checkpoint)",
             errno.EDQUOT: "free some space and run the same command again (it resumes from the last checkpoint)",
@@ -267,7 +270,8 @@ def _describe(err: BaseException) -> tuple[int, str | None]:
         where = _text(err)
         # under torchrun a SIGTERM comes from the launcher: the job was stopped, or another rank failed (torchrun
         # then stops the others and reports that rank after this line)
-        why = "SIGTERM from torchrun: the job was stopped or another rank failed" if distributed.launched() else "SIGTERM"
+        why = ("SIGTERM from torchrun: the job was stopped or another rank failed" if distributed.launched()
+               else "SIGTERM")
         return 143, (f"terminated ({why}){'; ' + where if where else ''}; run the same command again to resume from "
                      f"the last checkpoint")
     if isinstance(err, BrokenPipeError) or (isinstance(err, OSError) and err.errno == errno.EPIPE):
