@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 
 _OWNED = False
+_JOINED = False   # this process joined a process group once (it stays True after teardown)
 
 
 # What gloo and NCCL say when another rank's process died or its connection broke (torch raises RuntimeError or
@@ -65,9 +66,10 @@ def setup(device: torch.device) -> torch.device:
 
     Non-main ranks also silence their progress bars (EPS_PROGRESS=0) so the console shows one bar.
     """
-    global _OWNED
+    global _OWNED, _JOINED
     if not launched():
         return device
+    _JOINED = True
     local = int(os.environ.get("LOCAL_RANK", "0"))
     shared_gpu = False
     if device.type == "cuda":
@@ -85,6 +87,11 @@ def setup(device: torch.device) -> torch.device:
     if not is_main():
         os.environ["EPS_PROGRESS"] = "0"
     return device
+
+
+def joined() -> bool:
+    """Whether this process has joined the launcher's process group (``setup``); still True after ``teardown``."""
+    return _JOINED
 
 
 def teardown() -> None:

@@ -246,13 +246,16 @@ def _text(err: BaseException, limit: int = 300) -> str:
 
 def _speaks(err: BaseException) -> bool:
     """Under torchrun one rank reports: rank 0, or another rank for a cause only it saw. An error repeated from rank
-    0 (``RankError``), an interrupt (every rank gets it) or a lost peer (rank 0 names it) is left to rank 0. The
+    0 (``RankError``), an input error found before the ranks met, an interrupt (every rank gets it) or a lost peer
+    (rank 0 names it) is left to rank 0. The
     launcher's RANK is read, not the process group's: the group is gone by the time a stage's error arrives here."""
     import os
     from eps import distributed
-    from eps.errors import RankError
+    from eps.errors import EpsError, RankError
     if os.environ.get("RANK", "0").strip() in ("", "0"):
         return True
+    if isinstance(err, EpsError) and not distributed.joined():
+        return False  # found before the ranks met (params, options): every rank found the same, rank 0 says it
     return not isinstance(err, (RankError, KeyboardInterrupt)) and not distributed.peer_lost(err)
 
 

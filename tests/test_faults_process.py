@@ -218,19 +218,23 @@ def test_a_rank_killed_mid_search_gives_one_eps_line_and_no_eps_traceback(tmp_pa
 
 @pytest.mark.distributed
 @pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun is not installed beside this python")
-def test_a_refusal_under_torchrun_is_one_line_from_one_rank(tmp_path):
-    """A second writer: rank 0 cannot take the run folder's lock; both ranks stop, one line is printed."""
+@pytest.mark.parametrize("refusal", ["second writer", "unknown space"])
+def test_a_refusal_under_torchrun_is_one_line_from_one_rank(tmp_path, refusal):
+    """A second writer (rank 0 cannot take the run folder's lock; both ranks stop) or an input error every rank
+    finds before the ranks meet: one line."""
     from eps.pipeline.runfolder import RunPaths
     params = _params(tmp_path / "p.yaml", iterations=20, val_interval=10)
     out = tmp_path / "runs"
     lock = RunPaths(out, "nb201").lock_file("search")
     lock.parent.mkdir(parents=True)
     with filelock.FileLock(str(lock), timeout=0):
-        proc = _torchrun(["stage", "search", "--params", params, "--out", out])
+        space = ["--space", "nope"] if refusal == "unknown space" else []
+        proc = _torchrun(["stage", "search", "--params", params, "--out", out, *space])
         _, err = proc.communicate(timeout=300)
     assert proc.returncode != 0
     said = _eps_lines(err)
-    assert len(said) == 1 and said[0].startswith("error: another eps process is writing"), err
+    expected = "error: unknown search space 'nope'" if space else "error: another eps process is writing"
+    assert len(said) == 1 and said[0].startswith(expected), err
     assert not EPS_FRAME.search(err), err
 
 
@@ -296,11 +300,15 @@ def test_under_torchrun_only_rank_0_reports_what_every_rank_sees(capsys, monkeyp
     from eps.pipeline import cli
     monkeypatch.delenv("EPS_DEBUG", raising=False)
     monkeypatch.setenv("WORLD_SIZE", "2")
+    from eps import distributed
     lost = RuntimeError("[gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:29500")
-    for rank, exc, said in [("1", RankError("refused"), ""), ("1", KeyboardInterrupt(), ""), ("1", lost, ""),
-                            ("1", MemoryError(), "out of memory"), ("0", lost, "rank lost"),
-                            ("0", Terminated(), "SIGTERM from torchrun")]:
+    for rank, joined, exc, said in [
+            ("1", True, RankError("refused"), ""), ("1", True, KeyboardInterrupt(), ""), ("1", True, lost, ""),
+            ("1", False, EpsError("bad params"), ""), ("1", True, EpsError("rank 1's data"), "rank 1's data"),
+            ("1", True, MemoryError(), "out of memory"), ("0", True, lost, "rank lost"),
+            ("0", False, EpsError("bad params"), "bad params"), ("0", True, Terminated(), "SIGTERM from torchrun")]:
         monkeypatch.setenv("RANK", rank)
+        monkeypatch.setattr(distributed, "_JOINED", joined)
 
         @cli.friendly
         def command():
