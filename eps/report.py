@@ -323,7 +323,15 @@ def terminal_console() -> Console:
     width = None
     if not os.environ.get("COLUMNS", "").strip().isdigit() and not _isatty(sys.stdout):
         width = FILE_WIDTH
-    return Console(width=width, markup=False, emoji=False)
+    return _Console(width=width, markup=False, emoji=False)
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """The reader of stdout stopped (``eps report | head -1``): rich's default ends the process with status 1;
+        raise instead, so the caller decides (the CLI ends quietly as a program killed by SIGPIPE, 141)."""
+        self.quiet = True
+        raise BrokenPipeError(32, "Broken pipe")
 
 
 def _isatty(stream) -> bool:
