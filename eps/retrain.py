@@ -8,7 +8,7 @@ import time
 from pydantic import Field
 
 from eps import distributed
-from eps.settings import Number, Settings
+from eps.settings import MAX_BATCH, MAX_STEPS, Number, Settings
 from eps.checkpoint import CheckpointDir
 from eps.errors import NumericalError
 from eps.progress import progress_bar
@@ -17,11 +17,11 @@ from eps.train.common import rng_state, set_rng_state
 
 class RetrainSettings(Settings):
     """The epoch loop (``run_retrain``) and the optimiser values every retrain task reads."""
-    epochs: int = Field(200, ge=1)
-    batch_size: int = Field(256, ge=1)
+    epochs: int = Field(200, ge=1, le=MAX_STEPS)
+    batch_size: int = Field(256, ge=1, le=MAX_BATCH)
     lr: Number = Field(0.1, gt=0)
     weight_decay: Number = Field(5e-4, ge=0)
-    checkpoint_every: int = Field(1, ge=1)    # epochs
+    checkpoint_every: int = Field(1, ge=1, le=MAX_STEPS)    # epochs
 
 
 def run_retrain(task, epochs: int, checkpoint_every: int, ckpt: CheckpointDir, restart: bool = False,

@@ -18,7 +18,7 @@ from pydantic import Field
 
 from eps import distributed
 from eps.checkpoint import CheckpointDir
-from eps.settings import Number, Settings, as_settings
+from eps.settings import MAX_BATCH, MAX_COUNT, MAX_STEPS, Number, Settings, as_settings
 from eps.errors import CheckpointError, NumericalError
 from eps.evolution import Controller, ControllerSettings
 from eps.io import AppendLog
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 class OptimizerSettings(Settings):
     """SGD of the supernet in one stage (the task builds the optimiser from these)."""
-    batch_size: int = Field(128, ge=1)
+    batch_size: int = Field(128, ge=1, le=MAX_BATCH)
     lr: Number = Field(0.1, gt=0)
     momentum: Number = Field(0.9, ge=0, lt=1)
     weight_decay: Number = Field(4e-5, ge=0)
@@ -40,24 +40,24 @@ class OptimizerSettings(Settings):
 class WarmupSettings(OptimizerSettings):
     """Uniform warm-up before the search (``run_warmup``): constant lr. 0 iterations = no warm-up (the search
     starts from the supernet's initialisation; no warm-up artifact is needed)."""
-    iterations: int = Field(0, ge=0)
-    checkpoint_every: int = Field(1000, ge=1)   # iterations
+    iterations: int = Field(0, ge=0, le=MAX_STEPS)
+    checkpoint_every: int = Field(1000, ge=1, le=MAX_STEPS)   # iterations
 
 
 class SearchSettings(ControllerSettings, OptimizerSettings):
     """The EPS search loop (``run_search``, spec §1.4-1.6): budget, round length, lr schedule, fitness batches,
     checkpoints. The controller's keys come from ``ControllerSettings``."""
-    iterations: int = Field(80000, ge=0)
-    val_interval: int = Field(50, ge=1)          # training steps per round
+    iterations: int = Field(80000, ge=0, le=MAX_STEPS)
+    val_interval: int = Field(50, ge=1, le=MAX_STEPS)          # training steps per round
     # Steps of the first round (0 = val_interval). The DARTS RNN reference measures fitness first after 51
     # batches, then every 50 (spec §3.5): 51 reproduces that.
-    first_round_steps: int = Field(0, ge=0)
+    first_round_steps: int = Field(0, ge=0, le=MAX_STEPS)
     lr_schedule: Literal["cosine", "constant"] = "cosine"
-    fitness_batch_size: int = Field(250, ge=1)
-    fitness_batches: int = Field(1, ge=1)        # batches per member and measurement (spec §6 item 3)
+    fitness_batch_size: int = Field(250, ge=1, le=MAX_BATCH)
+    fitness_batches: int = Field(1, ge=1, le=MAX_COUNT)        # batches per member and measurement (spec §6 item 3)
     fitness_shared: bool = False                 # true: all members of a round are scored on the same batches
     on_nonfinite: Literal["stop", "skip"] = "stop"
-    checkpoint_every: int = Field(20, ge=1)      # rounds
+    checkpoint_every: int = Field(20, ge=1, le=MAX_STEPS)      # rounds
 
     def problems(self):
         yield from super().problems()
