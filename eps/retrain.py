@@ -30,7 +30,14 @@ def run_retrain(task, epochs: int, checkpoint_every: int, ckpt: CheckpointDir, r
 
     ``log(row)`` is called after every epoch trained here; ``on_start(rows)`` once before the first, with the rows of
     the epochs a resumed checkpoint already holds (empty when starting afresh), so a live view can be rebuilt."""
-    state = ckpt.load_latest(restart)
+    def fits(s: dict) -> str | None:
+        done, rows = s.get("epoch"), s.get("history")
+        if type(done) is not int or not 0 <= done <= epochs:
+            return f"it records epoch {done!r}, outside 0..{epochs} (retrain.epochs)"
+        if not isinstance(rows, list) or len(rows) != done:
+            return f"it records epoch {done} but {len(rows) if isinstance(rows, list) else 'no'} epoch rows"
+        return None
+    state = ckpt.load_latest(restart, check=fits)
     history: list[dict] = []
     epoch = 0
     if state is not None:

@@ -120,7 +120,13 @@ def run_warmup(space: SearchSpace, task: SupernetTask, cfg: WarmupSettings, seed
     # What a usable checkpoint must hold: one that lacks any of it is treated like a corrupt one (prev.pt is tried).
     template = {"task": task.state_dict(), "rng": {}, "global_rng": {}, "iteration": 0}
     # under torchrun rank 0 reads the checkpoint and every rank restores the same state; only rank 0 writes
-    state = distributed.on_main(lambda: ckpt.load_latest(restart, template=template))
+
+    def fits(s: dict) -> str | None:
+        it = s["iteration"]
+        if type(it) is not int or not 0 <= it <= total:
+            return f"it records iteration {it!r}, outside 0..{total} (warmup.iterations)"
+        return None
+    state = distributed.on_main(lambda: ckpt.load_latest(restart, template=template, check=fits))
     t = 0
     if state is not None:
         def apply():
@@ -181,8 +187,17 @@ def run_search(space: SearchSpace, task: SupernetTask, controller: Controller, c
     # without any the run stops (--restart starts afresh). The history is never extended to a longer recorded length.
     template = {"task": task.state_dict(), "controller": controller.state_dict(), "global_rng": {},
                 "history_bytes": 0, "iteration": 0, "nonfinite_skipped": 0}
-    state = distributed.on_main(lambda: ckpt.load_latest(
-        restart, template=template, check=lambda s: history.verify(s["history_bytes"], s.get("history_sha"))))
+    first = cfg.first_round_steps or interval
+
+    def fits(s: dict) -> str | None:
+        # a checkpoint is written at a round's end: iteration 0, first + k * interval, or the last one
+        it = s["iteration"]
+        if type(it) is not int or not 0 <= it <= total:
+            return f"it records iteration {it!r}, outside 0..{total} (search.iterations)"
+        if it not in (0, total) and (it < first or (it - first) % interval):
+            return f"it records iteration {it}, which ends no round (first round {first}, then every {interval})"
+        return history.verify(s["history_bytes"], s.get("history_sha"))
+    state = distributed.on_main(lambda: ckpt.load_latest(restart, template=template, check=fits))
     t, skipped = 0, 0
     if state is not None:
         def apply():
@@ -202,7 +217,6 @@ def run_search(space: SearchSpace, task: SupernetTask, controller: Controller, c
         history.truncate(0)
         if warm_state is not None:
             task.load_state_dict(warm_state, weights_only=True)
-    first = cfg.first_round_steps or interval
     before = float(state.get("elapsed", 0.0)) if state is not None else 0.0
     start, resumed_from = time.monotonic(), t
     rounds_done = 0 if t == 0 else 1 + (t - first) // interval
