@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import secrets
 import shutil
 import stat
@@ -78,6 +79,26 @@ def _create_temp(path: Path) -> tuple[int, Path]:
         except FileExistsError:
             continue
     raise FileExistsError(f"no free temp name beside {path}")
+
+
+# The temp names of ``_create_temp``: ``.<target name>.<8 hex digits>.tmp``.
+TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")
+
+
+def remove_stale_temps(root: str | os.PathLike) -> list[Path]:
+    """Remove the temp files of writes that a kill cut short (``TEMP_NAME``, regular files only) under ``root``;
+    returns what was removed. A checkpoint's temp file is as large as the checkpoint, and one inside a DVC output
+    would be tracked with it. Call only while no writer can be at work under ``root`` (the run folder's lock: one
+    writer per run folder), since a live writer's temp file has the same name. Symlinked folders are not entered."""
+    removed = []
+    for folder, _, files in os.walk(root):
+        for name in files:
+            path = Path(folder) / name
+            if TEMP_NAME.fullmatch(name) and path.is_file() and not path.is_symlink():
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    removed.append(path)
+    return removed
 
 
 @contextlib.contextmanager

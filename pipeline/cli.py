@@ -232,7 +232,7 @@ def _stage(name: str):
                 restart: bool = RestartOpt, redo: bool = RedoOpt):
         from eps.pipeline import stages
         name_, p = _params(params, space)
-        getattr(stages, name)(_one_space(name_, p), p, out, restart=restart or redo, redo=redo)
+        getattr(stages, name)(_one_space(name_, p), p, out, restart=restart, redo=redo)
     command.__doc__ = {"warmup": "Train the supernet by uniform sampling over the whole space.",
                        "search": "Evolve the proxy search space while training the supernet (EPS).",
                        "select": "Choose the final architecture from the snapshot history.",
@@ -258,7 +258,7 @@ def stage_retrain(space: str = SpaceOpt, params: Optional[Path] = ParamsOpt, out
     if arch is not None:
         from eps.spaces import get_space
         get_space(name, p[name]).decode(arch)  # a one-line ArchError before any work
-    stages.retrain(name, p, out, restart=restart or redo, redo=redo, arch=arch)
+    stages.retrain(name, p, out, restart=restart, redo=redo, arch=arch)
 
 
 @app.command(cls=Command)
@@ -271,7 +271,7 @@ def run(space: str = SpaceOpt, params: Optional[Path] = ParamsOpt, out: Path = O
     name, p = _params(params, space)
     name = _one_space(name, p)
     for stage in stages.STAGES:
-        getattr(stages, stage)(name, p, out, restart=restart or redo, redo=redo)
+        getattr(stages, stage)(name, p, out, restart=restart, redo=redo)
     report_stage.report(name, p, out)
 
 
@@ -373,14 +373,17 @@ def import_records(run_dir: Path = typer.Argument(..., help="Run folder of the r
     space = space or "nb201"
     if space != "nb201":
         raise EpsError(f"import-records reads NAS-Bench-201 runs of the reference code; --space {space} is not supported")
+    from eps.pipeline.runfolder import RunPaths, locked
     target = out / space / "search" / "history.jsonl"
-    if target.exists() and not force:
-        raise EpsError(f"{target} exists; pass --force to replace it, or choose another --out")
-    others = sorted(p.name for p in target.parent.iterdir() if p.name != target.name) if target.parent.is_dir() else []
-    if others:
-        raise EpsError(f"{target.parent} holds the outputs of a search ({', '.join(others)}); an imported history "
-                       f"must not sit beside them: import into another --out")
-    snapshots = do_import(run_dir, target)
+    with locked(RunPaths(out, space), "search"):  # it writes the search's output: one writer per run folder
+        if target.exists() and not force:
+            raise EpsError(f"{target} exists; pass --force to replace it, or choose another --out")
+        others = (sorted(p.name for p in target.parent.iterdir() if p.name != target.name)
+                  if target.parent.is_dir() else [])
+        if others:
+            raise EpsError(f"{target.parent} holds the outputs of a search ({', '.join(others)}); an imported "
+                           f"history must not sit beside them: import into another --out")
+        snapshots = do_import(run_dir, target)
     typer.echo(f"imported {len(snapshots)} snapshots into {target}; next: eps stage select --space {space} --out {out}")
 
 
