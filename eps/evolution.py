@@ -23,12 +23,13 @@ class ControllerSettings(Settings):
     """The EPS controller (spec §1.5, §2.2): population, trained group, parents and fitness bookkeeping."""
     strategy: Literal["eps", "random"] = "eps"
     population: int = Field(256, ge=1, le=MAX_COUNT)
-    group: int = Field(64, ge=1, le=MAX_COUNT)            # members trained and measured per round, drawn from the population
+    group: int = Field(64, ge=1, le=MAX_COUNT)  # members trained and measured per round, drawn from the population
     parents: int = Field(4, ge=0, le=MAX_COUNT)           # the group's best, each mutated into children
     children_per_parent: int = Field(1, ge=0, le=MAX_COUNT)
     fitness_momentum: Number = Field(0.0, ge=0, lt=1)  # m in loss <- (1-m) new + m old (spec §6 item 3)
     fitness_members: Literal["group", "trained"] = "group"
-    rank_min_count: int = Field(2, ge=1, le=MAX_COUNT)    # measurements before a member is ranked by loss (NB201 reference: 2)
+    # measurements before a member is ranked by loss (NB201 reference: 2)
+    rank_min_count: int = Field(2, ge=1, le=MAX_COUNT)
     first_measurement_offset: Number = 1e-4  # added to a member's first loss (NB201 reference tie-breaker)
     # How children are proposed (spec §1.8): mutation of the group's best (the paper), or the predictor variant:
     # an MLP trained on the measured members picks, parents x children_per_parent times, the best of

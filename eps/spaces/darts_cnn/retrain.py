@@ -36,7 +36,7 @@ class DartsRetrainSettings(ImageRetrainSettings):
     channels: int = Field(36, ge=1, le=MAX_WIDTH)
     layers: int = Field(20, ge=3, le=MAX_DEPTH)
     epochs: int = Field(600, ge=1, le=MAX_STEPS)
-    batch_size: int = Field(96, ge=1, le=MAX_BATCH)        # global batch; under torchrun each of N ranks takes batch_size / N
+    batch_size: int = Field(96, ge=1, le=MAX_BATCH)  # global batch; under torchrun each of N ranks takes batch_size / N
     lr: Number = Field(0.025, gt=0)
     momentum: Number = Field(0.9, ge=0, lt=1)
     nesterov: bool = False

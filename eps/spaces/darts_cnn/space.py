@@ -82,7 +82,7 @@ class DartsSpaceSettings(SpaceSettings):
 
 
 class DartsSearchSettings(SearchSettings):
-    rank_min_count: int = Field(1, ge=1, le=MAX_COUNT)           # DARTS controllers rank members measured once (spec §2.2)
+    rank_min_count: int = Field(1, ge=1, le=MAX_COUNT)  # DARTS controllers rank members measured once (spec §2.2)
     first_measurement_offset: Number = 0.0
 
 

@@ -32,8 +32,10 @@ EXAMPLE = ("Genotype(recurrent=[('sigmoid', 0), ('relu', 1), ('relu', 1), ('iden
            "('sigmoid', 5), ('tanh', 3), ('relu', 5)], concat=range(1, 9))")
 
 class RNNSpaceSettings(SpaceSettings):
-    hidden_size: int = Field(850, ge=1, le=MAX_WIDTH)          # embedding = hidden = last hidden (tied decoder); the retrained net
-    supernet_hidden_size: int | None = Field(None, ge=1, le=MAX_WIDTH)  # None = hidden_size; smaller = a proxy supernet (§5 item 23)
+    # embedding = hidden = last hidden (tied decoder); the retrained net
+    hidden_size: int = Field(850, ge=1, le=MAX_WIDTH)
+    # None = hidden_size; smaller = a proxy supernet (§5 item 23)
+    supernet_hidden_size: int | None = Field(None, ge=1, le=MAX_WIDTH)
     dropout: Number = Field(0.75, ge=0, lt=1)    # locked dropout on the cell output
     dropouth: Number = Field(0.25, ge=0, lt=1)   # variational dropout on every state multiplied by a matrix
     dropoutx: Number = Field(0.75, ge=0, lt=1)   # variational dropout on the cell input x

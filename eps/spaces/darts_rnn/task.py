@@ -47,7 +47,7 @@ class PTBSearchSettings(SearchSettings):
     half_bptt_prob: Number = Field(0.05, ge=0, le=1)    # seq_len = bptt w.p. 0.95, else int(bptt / 2); no jitter
     clip: Number = Field(0.1, gt=0)                     # gradient global norm
     fitness_batch_size: int = Field(256, ge=1, le=MAX_BATCH)          # validation columns per member and batch
-    fitness_columns: int = Field(1024, ge=1, le=MAX_COUNT)            # the validation split is cut into this many columns
+    fitness_columns: int = Field(1024, ge=1, le=MAX_COUNT)  # the validation split is cut into this many columns
     rank_min_count: int = Field(1, ge=1, le=MAX_COUNT)
     first_measurement_offset: Number = 0.0
 
@@ -72,11 +72,11 @@ class PTBRetrainSettings(RetrainSettings):
     seq_len_std: Number = Field(5.0, ge=0)
     min_seq_len: int = Field(5, ge=1, le=MAX_COUNT)
     max_seq_len_delta: int = Field(20, ge=0, le=MAX_COUNT)            # seq_len capped at bptt + delta
-    nonmono: int = Field(5, ge=1, le=MAX_COUNT)                       # SGD -> ASGD when validation stops improving (spec §3.6)
-    train_subset: int = Field(0, ge=0, le=MAX_ITEMS)                  # tokens of each split used (0 = all); for tiny runs
+    nonmono: int = Field(5, ge=1, le=MAX_COUNT)  # SGD -> ASGD when validation stops improving (spec §3.6)
+    train_subset: int = Field(0, ge=0, le=MAX_ITEMS)  # tokens of each split used (0 = all); for tiny runs
     valid_subset: int = Field(0, ge=0, le=MAX_ITEMS)
     test_subset: int = Field(0, ge=0, le=MAX_ITEMS)
-    test_every: int = Field(100, ge=0, le=MAX_STEPS)                  # epochs between test evaluations of the best model
+    test_every: int = Field(100, ge=0, le=MAX_STEPS)  # epochs between test evaluations of the best model
     checkpoint_every: int = Field(10, ge=1, le=MAX_STEPS)
 
     def problems(self):
