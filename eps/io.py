@@ -332,6 +332,26 @@ class AppendLog:
             return f"{self.path} does not hold the history it recorded (content differs)"
         return None
 
+    def last_record(self, length: int) -> dict | None:
+        """The last record within the first ``length`` bytes (None when there is none or it does not parse)."""
+        self._f.flush()
+        if length <= 0:
+            return None
+        with open(self.path, "rb") as f:
+            end, tail = length, b""
+            # read backwards in blocks until the line before the last newline is whole
+            while end > 0 and tail.rstrip(b"\n").count(b"\n") == 0:
+                start = max(0, end - (1 << 16))
+                f.seek(start)
+                tail = f.read(end - start) + tail
+                end = start
+        line = tail.rstrip(b"\n").rsplit(b"\n", 1)[-1]
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return None
+        return record if isinstance(record, dict) else None
+
     def truncate(self, length: int) -> None:
         """Cut the file to ``length`` bytes (never extends it: a short file is an error, see ``verify``)."""
         size = self.size()
@@ -374,6 +394,9 @@ class MemoryLog:
 
     def verify(self, length: int, digest: str | None = None) -> str | None:
         return None if length <= len(self._records) else f"the history holds {len(self._records)} records"
+
+    def last_record(self, length: int) -> dict | None:
+        return self._records[length - 1] if 0 < length <= len(self._records) else None
 
     def truncate(self, length: int) -> None:
         del self._records[length:]

@@ -196,7 +196,14 @@ def run_search(space: SearchSpace, task: SupernetTask, controller: Controller, c
             return f"it records iteration {it!r}, outside 0..{total} (search.iterations)"
         if it not in (0, total) and (it < first or (it - first) % interval):
             return f"it records iteration {it}, which ends no round (first round {first}, then every {interval})"
-        return history.verify(s["history_bytes"], s.get("history_sha"))
+        problem = history.verify(s["history_bytes"], s.get("history_sha"))
+        last = getattr(history, "last_record", None)
+        if problem is None and last is not None and s.get("snapshot_at_round_end"):
+            # the history's last snapshot was written at the checkpoint's round end: the two must agree
+            at = (last(s["history_bytes"]) or {}).get("iteration")
+            if at != it:
+                return f"it records iteration {it} but the history it belongs to ends at iteration {at}"
+        return problem
     state = distributed.on_main(lambda: ckpt.load_latest(restart, template=template, check=fits))
     t, skipped = 0, 0
     if state is not None:

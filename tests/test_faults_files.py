@@ -321,9 +321,10 @@ def test_last_checkpoint_as_a_folder_falls_back_to_prev(ref, tmp_path):
     assert (work / "last.pt/keep.txt").read_text() == "mine"
 
 
-@pytest.mark.parametrize("iteration", [10**9, -40, 55])
+@pytest.mark.parametrize("iteration", [10**9, -40, 55, 50])
 def test_a_forged_checkpoint_iteration_is_refused_and_prev_is_used(ref, tmp_path, iteration):
-    """A valid checksum is not a valid state: the iteration must lie in 0..search.iterations at a round's end."""
+    """A valid checksum is not a valid state: the iteration must lie in 0..search.iterations at a round's end, and
+    be where the history it belongs to ends (50: a round's end, but last.pt's history ends at 60)."""
     params, out, work = copy_run(ref, tmp_path)
     (out / "nb201/search/params.yaml").unlink()
     ckpt = checkpoint.load(work / "last.pt")
@@ -495,3 +496,19 @@ def test_a_progressive_schedule_that_can_never_apply_is_refused(schedule, iterat
     assert str(err.value).count("\n") == 1 and f"nb201.supernet.progressive: {needle}" in str(err.value)
     ok = load_params(None, {"nb201": {"supernet": {"progressive": [10, 20]}, "search": {"iterations": 150}}})
     assert ok["nb201"]["supernet"]["progressive"] == [10, 20]
+
+
+@pytest.mark.unit
+def test_last_record_of_a_history_prefix(tmp_path):
+    from eps import io as eio
+    log = eio.AppendLog(tmp_path / "h.jsonl")
+    ends = []
+    for i in range(4):  # records larger than one read block, so the backwards reading joins blocks
+        log.append({"iteration": i, "pad": "x" * (50_000 * i)})
+        ends.append(log.commit())
+    assert [log.last_record(n)["iteration"] for n in ends] == [0, 1, 2, 3] and log.last_record(0) is None
+    log.close()
+    mem = eio.MemoryLog()
+    for i in range(3):
+        mem.append({"iteration": i})
+    assert mem.last_record(2) == {"iteration": 1} and mem.last_record(0) is None
