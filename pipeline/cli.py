@@ -313,16 +313,21 @@ def show_params(params: Optional[Path] = ParamsOpt,
     typer.echo(yaml.safe_dump(p, sort_keys=False, default_flow_style=False, width=120), nl=False)
 
 
-MAX_SIZE_OPTION = {"--classes": 10**7, "--channels": 10**5, "--layers": 1000}
+def _max_size_option() -> dict[str, int]:
+    """The bounds of the params' own width and depth settings (eps.settings), so both accept the same networks
+    (imported here, not at start-up: `eps --help` stays fast)."""
+    from eps.settings import MAX_DEPTH, MAX_WIDTH
+    return {"--classes": 10**7, "--channels": MAX_WIDTH, "--layers": MAX_DEPTH}
 
 
 def _check_sizes(options: dict) -> None:
     """``eps arch params`` sizes: whole numbers >= 1 (0 is not "the default": leave the option out for that), and
     below a bound that keeps counting (on the meta device, so nothing is allocated) to seconds."""
     from eps.errors import ConfigError
+    bounds = _max_size_option()
     for opt, value in options.items():
-        if value is not None and not 1 <= value <= MAX_SIZE_OPTION[opt]:
-            raise ConfigError(f"{opt} {value}: must be between 1 and {MAX_SIZE_OPTION[opt]:,}; leave {opt} out "
+        if value is not None and not 1 <= value <= bounds[opt]:
+            raise ConfigError(f"{opt} {value}: must be between 1 and {bounds[opt]:,}; leave {opt} out "
                               f"for the space's default")
 
 
