@@ -511,3 +511,17 @@ def test_last_record_of_a_history_prefix(tmp_path):
     for i in range(3):
         mem.append({"iteration": i})
     assert mem.last_record(2) == {"iteration": 1} and mem.last_record(0) is None
+
+
+@pytest.mark.unit
+def test_a_fifo_as_a_cifar_batch_is_refused_before_torchvision_reads_it(tmp_path):
+    from eps.data.cifar import load_cifar10
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for f in (DATA_ROOT / "cifar-10-batches-py").iterdir():
+        (folder / f.name).symlink_to(f)
+    (folder / "test_batch").unlink()
+    os.mkfifo(folder / "test_batch")
+    with pytest.raises(DataError) as err:
+        load_cifar10(tmp_path, train=False, download=False)
+    assert str(folder / "test_batch") in str(err.value) and "FIFO" in str(err.value)
