@@ -34,6 +34,7 @@ def fingerprint(obj: Any) -> str:
 
 
 def file_digest(path: str | os.PathLike) -> str:
+    eio.check_regular(path)  # /dev/zero would be hashed forever
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -103,6 +104,8 @@ def save(path: str | os.PathLike, state: dict) -> None:
 
 def load(path: str | os.PathLike) -> dict:
     path = Path(path)
+    # not a regular file: unusable like a corrupt one (a CheckpointDir then falls back to prev.pt)
+    eio.check_regular(path, CheckpointError, "delete it or rerun with --restart")
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -200,6 +203,8 @@ class CheckpointDir:
         if self.dir is None:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
+        if self.last.is_dir() and not self.last.is_symlink():
+            self.last.rmdir()  # an empty folder in its place (load_latest refused a non-empty one) blocks the rename
         if self.last.exists():
             if self._last_ok is None:
                 self._last_ok = self._problem(self.last) is None
@@ -233,6 +238,10 @@ class CheckpointDir:
         if self.dir is None:
             return None
         template = self.template if template is None else template
+        if self.last.is_dir() and not self.last.is_symlink() and any(self.last.iterdir()):
+            # refused before any work: the first save could not replace it, and eps does not delete a user's files
+            raise CheckpointError(f"{self.last} is a folder of files, not a checkpoint; move it out of {self.dir} and "
+                                  f"run the same command again")
         problems = []
         for path in (self.last, self.prev):
             if not path.exists():

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from pydantic import Field
 
-from eps.settings import Number, Settings
+from eps.settings import MAX_BATCH, MAX_COUNT, Number, Settings
 
 if TYPE_CHECKING:
     from eps.space import Arch, SearchSpace
@@ -22,21 +22,22 @@ if TYPE_CHECKING:
 class ControllerSettings(Settings):
     """The EPS controller (spec §1.5, §2.2): population, trained group, parents and fitness bookkeeping."""
     strategy: Literal["eps", "random"] = "eps"
-    population: int = Field(256, ge=1)
-    group: int = Field(64, ge=1)            # members trained and measured per round, drawn from the population
-    parents: int = Field(4, ge=0)           # the group's best, each mutated into children
-    children_per_parent: int = Field(1, ge=0)
+    population: int = Field(256, ge=1, le=MAX_COUNT)
+    group: int = Field(64, ge=1, le=MAX_COUNT)  # members trained and measured per round, drawn from the population
+    parents: int = Field(4, ge=0, le=MAX_COUNT)           # the group's best, each mutated into children
+    children_per_parent: int = Field(1, ge=0, le=MAX_COUNT)
     fitness_momentum: Number = Field(0.0, ge=0, lt=1)  # m in loss <- (1-m) new + m old (spec §6 item 3)
     fitness_members: Literal["group", "trained"] = "group"
-    rank_min_count: int = Field(2, ge=1)    # measurements before a member is ranked by loss (NB201 reference: 2)
+    # measurements before a member is ranked by loss (NB201 reference: 2)
+    rank_min_count: int = Field(2, ge=1, le=MAX_COUNT)
     first_measurement_offset: Number = 1e-4  # added to a member's first loss (NB201 reference tie-breaker)
     # How children are proposed (spec §1.8): mutation of the group's best (the paper), or the predictor variant:
     # an MLP trained on the measured members picks, parents x children_per_parent times, the best of
     # `predictor_candidates` random architectures (eps/predictor.py).
     proposer: Literal["mutation", "predictor"] = "mutation"
-    predictor_candidates: int = Field(256, ge=1)
-    predictor_steps: int = Field(20, ge=0)          # Adam steps per selection
-    predictor_batch_size: int = Field(32, ge=1)
+    predictor_candidates: int = Field(256, ge=1, le=MAX_COUNT)
+    predictor_steps: int = Field(20, ge=0, le=MAX_COUNT)          # Adam steps per selection
+    predictor_batch_size: int = Field(32, ge=1, le=MAX_BATCH)
     predictor_lr: Number = Field(1e-3, gt=0)
     predictor_inputs: Literal["ordinal", "one_hot"] = "ordinal"   # the space's encoding (reference: ordinal)
     predictor_reference_shapes: bool = False        # true: the reference's (B, 1) vs (B,) MSE broadcast (§5 item 13)

@@ -13,13 +13,15 @@ import hashlib
 import json
 import math
 import os
+import re
 import secrets
 import shutil
+import stat
 from pathlib import Path
 import numbers
 from typing import Any, Iterator, Mapping
 
-from eps.errors import SpaceError
+from eps.errors import EpsError, SpaceError
 
 
 def fsync_dir(path: str | os.PathLike) -> None:
@@ -44,6 +46,29 @@ def _named(err: OSError, path) -> OSError:
     return err
 
 
+def not_regular(path: str | os.PathLike) -> str | None:
+    """What ``path`` is when it exists (symlinks resolved) but is not a regular file ("a FIFO", "a folder", "a
+    character device" ...), else None (a regular file, or nothing there: the reader reports a missing file). Reading
+    such a path blocks forever (a FIFO without a writer) or never ends (``/dev/zero``), so readers refuse it first."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    return next((kind for test, kind in kinds if test(mode)), "not a file")
+
+
+def check_regular(path: str | os.PathLike, error: type[Exception] = EpsError, fix: str = "") -> None:
+    """Raise ``error`` (one line naming ``path``) when ``path`` exists but is not a regular file (``not_regular``)."""
+    kind = not_regular(path)
+    if kind is not None:
+        shown = os.fspath(path) + (f" -> {os.path.realpath(path)}" if os.path.islink(path) else "")
+        raise error(f"{shown} is {kind}, not a regular file; {fix or 'replace it with the file eps wrote there'}")
+
+
 def _create_temp(path: Path) -> tuple[int, Path]:
     """A new, empty temp file beside ``path``, created with mode 0666 so the umask applies (mkstemp's 0600 would
     make every artifact private to its owner)."""
@@ -54,6 +79,26 @@ def _create_temp(path: Path) -> tuple[int, Path]:
         except FileExistsError:
             continue
     raise FileExistsError(f"no free temp name beside {path}")
+
+
+# The temp names of ``_create_temp``: ``.<target name>.<8 hex digits>.tmp``.
+TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")
+
+
+def remove_stale_temps(root: str | os.PathLike) -> list[Path]:
+    """Remove the temp files of writes that a kill cut short (``TEMP_NAME``, regular files only) under ``root``;
+    returns what was removed. A checkpoint's temp file is as large as the checkpoint, and one inside a DVC output
+    would be tracked with it. Call only while no writer can be at work under ``root`` (the run folder's lock: one
+    writer per run folder), since a live writer's temp file has the same name. Symlinked folders are not entered."""
+    removed = []
+    for folder, _, files in os.walk(root):
+        for name in files:
+            path = Path(folder) / name
+            if TEMP_NAME.fullmatch(name) and path.is_file() and not path.is_symlink():
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    removed.append(path)
+    return removed
 
 
 @contextlib.contextmanager
@@ -121,11 +166,13 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def read_json(path: str | os.PathLike) -> Any:
+    check_regular(path)
     with open(path) as f:
         return json.load(f)
 
 
 def copy_file(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    check_regular(src)
     with open(src, "rb") as f:
         write_bytes(dst, f.read())
 
@@ -240,6 +287,7 @@ class AppendLog:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        check_regular(self.path, fix="remove it, or rerun with --restart")  # opening a FIFO to append blocks
         self._f = open(self.path, "ab")
         self._hash = None  # sha256 of bytes [0, tell()), kept up to date once known
 
@@ -284,6 +332,26 @@ class AppendLog:
             return f"{self.path} does not hold the history it recorded (content differs)"
         return None
 
+    def last_record(self, length: int) -> dict | None:
+        """The last record within the first ``length`` bytes (None when there is none or it does not parse)."""
+        self._f.flush()
+        if length <= 0:
+            return None
+        with open(self.path, "rb") as f:
+            end, tail = length, b""
+            # read backwards in blocks until the line before the last newline is whole
+            while end > 0 and tail.rstrip(b"\n").count(b"\n") == 0:
+                start = max(0, end - (1 << 16))
+                f.seek(start)
+                tail = f.read(end - start) + tail
+                end = start
+        line = tail.rstrip(b"\n").rsplit(b"\n", 1)[-1]
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return None
+        return record if isinstance(record, dict) else None
+
     def truncate(self, length: int) -> None:
         """Cut the file to ``length`` bytes (never extends it: a short file is an error, see ``verify``)."""
         size = self.size()
@@ -327,6 +395,9 @@ class MemoryLog:
     def verify(self, length: int, digest: str | None = None) -> str | None:
         return None if length <= len(self._records) else f"the history holds {len(self._records)} records"
 
+    def last_record(self, length: int) -> dict | None:
+        return self._records[length - 1] if 0 < length <= len(self._records) else None
+
     def truncate(self, length: int) -> None:
         del self._records[length:]
         self._hash = hashlib.sha256()
@@ -363,6 +434,7 @@ class NullLog:
 
 
 def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
+    check_regular(path)
     with open(path) as f:
         for line in f:
             if line.strip():

@@ -8,7 +8,7 @@ import time
 from pydantic import Field
 
 from eps import distributed
-from eps.settings import Number, Settings
+from eps.settings import MAX_BATCH, MAX_STEPS, Number, Settings
 from eps.checkpoint import CheckpointDir
 from eps.errors import NumericalError
 from eps.progress import progress_bar
@@ -17,11 +17,11 @@ from eps.train.common import rng_state, set_rng_state
 
 class RetrainSettings(Settings):
     """The epoch loop (``run_retrain``) and the optimiser values every retrain task reads."""
-    epochs: int = Field(200, ge=1)
-    batch_size: int = Field(256, ge=1)
+    epochs: int = Field(200, ge=1, le=MAX_STEPS)
+    batch_size: int = Field(256, ge=1, le=MAX_BATCH)
     lr: Number = Field(0.1, gt=0)
     weight_decay: Number = Field(5e-4, ge=0)
-    checkpoint_every: int = Field(1, ge=1)    # epochs
+    checkpoint_every: int = Field(1, ge=1, le=MAX_STEPS)    # epochs
 
 
 def run_retrain(task, epochs: int, checkpoint_every: int, ckpt: CheckpointDir, restart: bool = False,
@@ -30,7 +30,14 @@ def run_retrain(task, epochs: int, checkpoint_every: int, ckpt: CheckpointDir, r
 
     ``log(row)`` is called after every epoch trained here; ``on_start(rows)`` once before the first, with the rows of
     the epochs a resumed checkpoint already holds (empty when starting afresh), so a live view can be rebuilt."""
-    state = ckpt.load_latest(restart)
+    def fits(s: dict) -> str | None:
+        done, rows = s.get("epoch"), s.get("history")
+        if type(done) is not int or not 0 <= done <= epochs:
+            return f"it records epoch {done!r}, outside 0..{epochs} (retrain.epochs)"
+        if not isinstance(rows, list) or len(rows) != done:
+            return f"it records epoch {done} but {len(rows) if isinstance(rows, list) else 'no'} epoch rows"
+        return None
+    state = ckpt.load_latest(restart, check=fits)
     history: list[dict] = []
     epoch = 0
     if state is not None:

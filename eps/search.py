@@ -18,7 +18,7 @@ from pydantic import Field
 
 from eps import distributed, signals
 from eps.checkpoint import CheckpointDir
-from eps.settings import Number, Settings, as_settings
+from eps.settings import MAX_BATCH, MAX_COUNT, MAX_STEPS, Number, Settings, as_settings
 from eps.errors import CheckpointError, NumericalError
 from eps.evolution import Controller, ControllerSettings
 from eps.io import AppendLog
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 class OptimizerSettings(Settings):
     """SGD of the supernet in one stage (the task builds the optimiser from these)."""
-    batch_size: int = Field(128, ge=1)
+    batch_size: int = Field(128, ge=1, le=MAX_BATCH)
     lr: Number = Field(0.1, gt=0)
     momentum: Number = Field(0.9, ge=0, lt=1)
     weight_decay: Number = Field(4e-5, ge=0)
@@ -40,24 +40,24 @@ class OptimizerSettings(Settings):
 class WarmupSettings(OptimizerSettings):
     """Uniform warm-up before the search (``run_warmup``): constant lr. 0 iterations = no warm-up (the search
     starts from the supernet's initialisation; no warm-up artifact is needed)."""
-    iterations: int = Field(0, ge=0)
-    checkpoint_every: int = Field(1000, ge=1)   # iterations
+    iterations: int = Field(0, ge=0, le=MAX_STEPS)
+    checkpoint_every: int = Field(1000, ge=1, le=MAX_STEPS)   # iterations
 
 
 class SearchSettings(ControllerSettings, OptimizerSettings):
     """The EPS search loop (``run_search``, spec §1.4-1.6): budget, round length, lr schedule, fitness batches,
     checkpoints. The controller's keys come from ``ControllerSettings``."""
-    iterations: int = Field(80000, ge=0)
-    val_interval: int = Field(50, ge=1)          # training steps per round
+    iterations: int = Field(80000, ge=0, le=MAX_STEPS)
+    val_interval: int = Field(50, ge=1, le=MAX_STEPS)          # training steps per round
     # Steps of the first round (0 = val_interval). The DARTS RNN reference measures fitness first after 51
     # batches, then every 50 (spec §3.5): 51 reproduces that.
-    first_round_steps: int = Field(0, ge=0)
+    first_round_steps: int = Field(0, ge=0, le=MAX_STEPS)
     lr_schedule: Literal["cosine", "constant"] = "cosine"
-    fitness_batch_size: int = Field(250, ge=1)
-    fitness_batches: int = Field(1, ge=1)        # batches per member and measurement (spec §6 item 3)
+    fitness_batch_size: int = Field(250, ge=1, le=MAX_BATCH)
+    fitness_batches: int = Field(1, ge=1, le=MAX_COUNT)        # batches per member and measurement (spec §6 item 3)
     fitness_shared: bool = False                 # true: all members of a round are scored on the same batches
     on_nonfinite: Literal["stop", "skip"] = "stop"
-    checkpoint_every: int = Field(20, ge=1)      # rounds
+    checkpoint_every: int = Field(20, ge=1, le=MAX_STEPS)      # rounds
 
     def problems(self):
         yield from super().problems()
@@ -120,7 +120,13 @@ def run_warmup(space: SearchSpace, task: SupernetTask, cfg: WarmupSettings, seed
     # What a usable checkpoint must hold: one that lacks any of it is treated like a corrupt one (prev.pt is tried).
     template = {"task": task.state_dict(), "rng": {}, "global_rng": {}, "iteration": 0}
     # under torchrun rank 0 reads the checkpoint and every rank restores the same state; only rank 0 writes
-    state = distributed.on_main(lambda: ckpt.load_latest(restart, template=template))
+
+    def fits(s: dict) -> str | None:
+        it = s["iteration"]
+        if type(it) is not int or not 0 <= it <= total:
+            return f"it records iteration {it!r}, outside 0..{total} (warmup.iterations)"
+        return None
+    state = distributed.on_main(lambda: ckpt.load_latest(restart, template=template, check=fits))
     t = 0
     if state is not None:
         def apply():
@@ -181,8 +187,24 @@ def run_search(space: SearchSpace, task: SupernetTask, controller: Controller, c
     # without any the run stops (--restart starts afresh). The history is never extended to a longer recorded length.
     template = {"task": task.state_dict(), "controller": controller.state_dict(), "global_rng": {},
                 "history_bytes": 0, "iteration": 0, "nonfinite_skipped": 0}
-    state = distributed.on_main(lambda: ckpt.load_latest(
-        restart, template=template, check=lambda s: history.verify(s["history_bytes"], s.get("history_sha"))))
+    first = cfg.first_round_steps or interval
+
+    def fits(s: dict) -> str | None:
+        # a checkpoint is written at a round's end: iteration 0, first + k * interval, or the last one
+        it = s["iteration"]
+        if type(it) is not int or not 0 <= it <= total:
+            return f"it records iteration {it!r}, outside 0..{total} (search.iterations)"
+        if it not in (0, total) and (it < first or (it - first) % interval):
+            return f"it records iteration {it}, which ends no round (first round {first}, then every {interval})"
+        problem = history.verify(s["history_bytes"], s.get("history_sha"))
+        last = getattr(history, "last_record", None)
+        if problem is None and last is not None and s.get("snapshot_at_round_end"):
+            # the history's last snapshot was written at the checkpoint's round end: the two must agree
+            at = (last(s["history_bytes"]) or {}).get("iteration")
+            if at != it:
+                return f"it records iteration {it} but the history it belongs to ends at iteration {at}"
+        return problem
+    state = distributed.on_main(lambda: ckpt.load_latest(restart, template=template, check=fits))
     t, skipped = 0, 0
     if state is not None:
         def apply():
@@ -202,7 +224,6 @@ def run_search(space: SearchSpace, task: SupernetTask, controller: Controller, c
         history.truncate(0)
         if warm_state is not None:
             task.load_state_dict(warm_state, weights_only=True)
-    first = cfg.first_round_steps or interval
     before = float(state.get("elapsed", 0.0)) if state is not None else 0.0
     start, resumed_from = time.monotonic(), t
     rounds_done = 0 if t == 0 else 1 + (t - first) // interval

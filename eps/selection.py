@@ -9,13 +9,13 @@ from typing import Callable, Iterable, Literal
 
 from pydantic import Field
 
-from eps.settings import Number, Settings
+from eps.settings import MAX_STEPS, Number, Settings
 from eps.errors import EpsError
 
 
 class SelectSettings(Settings):
     """Final selection (spec §6 item 4): candidates from the last ``window`` iterations; size-prior constants."""
-    window: int = Field(10000, ge=1)     # iterations
+    window: int = Field(10000, ge=1, le=MAX_STEPS)     # iterations
     alpha: Number = 1.4
     beta: Number = 5.2
     rule: Literal["size_prior", "prior_free"] = "size_prior"

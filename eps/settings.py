@@ -35,6 +35,16 @@ FLOAT32_MAX = 3.4e38
 Number = Annotated[float, BeforeValidator(_yaml_number), Field(ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
 """A float setting: accepts ints, floats and numeric text (``1e-3``); never NaN or infinity."""
 
+# Upper bounds of integer settings: values a machine can meet. Beyond them a run does not fail, it runs silently
+# until killed (1e23 iterations) or crashes inside torch (channels 10**30: TypeError, 100,000 cells: SystemError);
+# each integer field of a params section declares one of these as ``le=`` (tests/test_faults_files.py walks them).
+MAX_STEPS = 10**9   # training steps, rounds, epochs, windows, intervals: 1e9 steps of 1 ms each are 11.6 days
+MAX_COUNT = 10**6   # things held in memory at once: population members, candidates, cells scored, fitness batches
+MAX_BATCH = 10**6   # examples (or sequence columns) per batch
+MAX_ITEMS = 10**9   # examples or tokens of a data subset (PTB has 0.9e6 training tokens, CIFAR-10 50,000 images)
+MAX_WIDTH = 10**5   # channels / hidden units (the same cap as `eps arch params --channels`)
+MAX_DEPTH = 1000    # cells or layers (the same cap as `eps arch params --layers`)
+
 
 class Settings(BaseModel):
     """Base of every settings section: unknown keys, wrong types and non-finite numbers are errors.

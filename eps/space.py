@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from eps.errors import DataError
 from eps.settings import Settings, section
 from eps.retrain import RetrainSettings
 from eps.search import SearchSettings, WarmupSettings
@@ -181,6 +182,10 @@ class Benchmark(Protocol):
     Accuracies are percent (0-100), higher is better; ranks count from 1 = the best cell of the whole table.
     """
     primary: str        # the column reports rank by (e.g. cifar10_test)
+    # Optional (``benchmark_of`` reads them with getattr, so older benchmarks keep working):
+    # ``size``: how many architectures the complete table holds (NAS-Bench-201: 15,625). A table with fewer rows is
+    # refused: its ranks and top fractions would count only the rows it holds ("rank 2 of 10000") with no word.
+    # ``source``: where the table was read from; ``remedy``: how to get the complete table (both for messages).
 
     @property
     def columns(self) -> list[str]:
@@ -319,4 +324,21 @@ def benchmark_of(space, data_root: Path) -> Benchmark | None:
     bench = space.benchmark(data_root) if isinstance(space, HasBenchmark) else None
     if bench is not None:
         check_members(bench, BENCHMARK_MEMBERS, f"the benchmark of space {space.name}")
+        check_complete(bench, space.name)
     return bench
+
+
+def check_complete(bench, space_name: str) -> None:
+    """DataError when ``bench`` declares its ``size`` and holds fewer (or more) architectures: a partial table would
+    rank a cell among the rows it holds, not among the space's cells, and every output ranking by it would be wrong
+    without a word (a copy cut short, a hand-made subset). Refused rather than flagged: no documented use reads a
+    partial table through a run, and eps's own tests build small tables through the space, not the runs."""
+    size = getattr(bench, "size", None)
+    if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+        return
+    n = len(bench)
+    if n != size:
+        source = getattr(bench, "source", "") or f"the benchmark of space {space_name}"
+        remedy = getattr(bench, "remedy", "") or "replace it with the complete table"
+        raise DataError(f"{source} holds {n:,} of the {size:,} architectures of space {space_name}, so ranks and top "
+                        f"fractions would count only its rows; {remedy}")

@@ -58,7 +58,7 @@ from pydantic import Field, ValidationError
 from eps import io as eio
 from eps import plotting
 from eps.checkpoint import CheckpointDir, fingerprint
-from eps.settings import Number, Settings
+from eps.settings import MAX_COUNT, MAX_STEPS, Number, Settings
 from eps.errors import ConfigError, EpsError
 from eps.evolution import Controller
 from eps.metrics import kendall_tau, spearman_rho
@@ -77,15 +77,15 @@ class StudySettings(Settings):
     ``space``/``supernet``/``search`` sections (checked against the space when the study starts); the space's own
     sections give every other setting; ``iterations`` replaces search.iterations for both arms unless an arm sets
     its own. ``column``: the ground-truth column cells are ranked by (null: the benchmark's primary column)."""
-    seeds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0], min_length=1)
-    iterations: int = Field(3000, ge=1)
-    n_uniform: int = Field(100, ge=2)
-    n_top: int = Field(100, ge=2)
+    seeds: list[Annotated[int, Field(ge=0, lt=2**63)]] = Field(default_factory=lambda: [0], min_length=1)
+    iterations: int = Field(3000, ge=1, le=MAX_STEPS)
+    n_uniform: int = Field(100, ge=2, le=MAX_COUNT)
+    n_top: int = Field(100, ge=2, le=MAX_COUNT)
     top_fraction: Number = Field(0.2, gt=0, le=1)
     column: str | None = None
-    fitness_batches: int = Field(4, ge=1)
-    tau_every: int = Field(10, ge=0)
-    tau_cells: int = Field(32, ge=2)
+    fitness_batches: int = Field(4, ge=1, le=MAX_COUNT)
+    tau_every: int = Field(10, ge=0, le=MAX_STEPS)
+    tau_cells: int = Field(32, ge=2, le=MAX_COUNT)
     arms: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=lambda: copy.deepcopy(DEFAULT_ARMS))
 
     def problems(self):

@@ -403,7 +403,7 @@ def _stage(name: str):
                 restart: bool = RestartOpt, redo: bool = RedoOpt):
         from eps.pipeline import stages
         name_, p = _params(params, space)
-        getattr(stages, name)(_one_space(name_, p), p, out, restart=restart or redo, redo=redo)
+        getattr(stages, name)(_one_space(name_, p), p, out, restart=restart, redo=redo)
     command.__doc__ = {"warmup": "Train the supernet by uniform sampling over the whole space.",
                        "search": "Evolve the proxy search space while training the supernet (EPS).",
                        "select": "Choose the final architecture from the snapshot history.",
@@ -429,7 +429,7 @@ def stage_retrain(space: str = SpaceOpt, params: Optional[Path] = ParamsOpt, out
     if arch is not None:
         from eps.spaces import get_space
         get_space(name, p[name]).decode(arch)  # a one-line ArchError before any work
-    stages.retrain(name, p, out, restart=restart or redo, redo=redo, arch=arch)
+    stages.retrain(name, p, out, restart=restart, redo=redo, arch=arch)
 
 
 @app.command(cls=Command)
@@ -442,7 +442,7 @@ def run(space: str = SpaceOpt, params: Optional[Path] = ParamsOpt, out: Path = O
     name, p = _params(params, space)
     name = _one_space(name, p)
     for stage in stages.STAGES:
-        getattr(stages, stage)(name, p, out, restart=restart or redo, redo=redo)
+        getattr(stages, stage)(name, p, out, restart=restart, redo=redo)
     report_stage.report(name, p, out)
 
 
@@ -513,16 +513,21 @@ def show_params(params: Optional[Path] = ParamsOpt,
     typer.echo(yaml.safe_dump(p, sort_keys=False, default_flow_style=False, width=120), nl=False)
 
 
-MAX_SIZE_OPTION = {"--classes": 10**7, "--channels": 10**5, "--layers": 1000}
+def _max_size_option() -> dict[str, int]:
+    """The bounds of the params' own width and depth settings (eps.settings), so both accept the same networks
+    (imported here, not at start-up: `eps --help` stays fast)."""
+    from eps.settings import MAX_DEPTH, MAX_WIDTH
+    return {"--classes": 10**7, "--channels": MAX_WIDTH, "--layers": MAX_DEPTH}
 
 
 def _check_sizes(options: dict) -> None:
     """``eps arch params`` sizes: whole numbers >= 1 (0 is not "the default": leave the option out for that), and
     below a bound that keeps counting (on the meta device, so nothing is allocated) to seconds."""
     from eps.errors import ConfigError
+    bounds = _max_size_option()
     for opt, value in options.items():
-        if value is not None and not 1 <= value <= MAX_SIZE_OPTION[opt]:
-            raise ConfigError(f"{opt} {value}: must be between 1 and {MAX_SIZE_OPTION[opt]:,}; leave {opt} out "
+        if value is not None and not 1 <= value <= bounds[opt]:
+            raise ConfigError(f"{opt} {value}: must be between 1 and {bounds[opt]:,}; leave {opt} out "
                               f"for the space's default")
 
 
@@ -573,14 +578,17 @@ def import_records(run_dir: Path = typer.Argument(..., help="Run folder of the r
     space = space or "nb201"
     if space != "nb201":
         raise EpsError(f"import-records reads NAS-Bench-201 runs of the reference code; --space {space} is not supported")
+    from eps.pipeline.runfolder import RunPaths, locked
     target = out / space / "search" / "history.jsonl"
-    if target.exists() and not force:
-        raise EpsError(f"{target} exists; pass --force to replace it, or choose another --out")
-    others = sorted(p.name for p in target.parent.iterdir() if p.name != target.name) if target.parent.is_dir() else []
-    if others:
-        raise EpsError(f"{target.parent} holds the outputs of a search ({', '.join(others)}); an imported history "
-                       f"must not sit beside them: import into another --out")
-    snapshots = do_import(run_dir, target)
+    with locked(RunPaths(out, space), "search"):  # it writes the search's output: one writer per run folder
+        if target.exists() and not force:
+            raise EpsError(f"{target} exists; pass --force to replace it, or choose another --out")
+        others = (sorted(p.name for p in target.parent.iterdir() if p.name != target.name)
+                  if target.parent.is_dir() else [])
+        if others:
+            raise EpsError(f"{target.parent} holds the outputs of a search ({', '.join(others)}); an imported "
+                           f"history must not sit beside them: import into another --out")
+        snapshots = do_import(run_dir, target)
     typer.echo(f"imported {len(snapshots)} snapshots into {target}; next: eps stage select --space {space} --out {out}")
 
 

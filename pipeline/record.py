@@ -105,6 +105,7 @@ def read(folder: Path) -> tuple[dict, dict] | None:
         return EpsError(f"{path} is damaged ({why}); rerun `eps stage {folder.name} --space "
                         f"{cli_name(folder.parent.name)} --out {folder.parent.parent} --redo` to rewrite it")
 
+    eio.check_regular(p_file)  # a FIFO or /dev/zero would never finish reading
     try:
         text = p_file.read_text(encoding="utf-8")
         recorded = yaml.safe_load(text)

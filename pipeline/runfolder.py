@@ -12,7 +12,7 @@ import filelock
 from eps import distributed
 from eps import io as eio
 from eps.api import read_history
-from eps.checkpoint import CheckpointDir
+from eps.checkpoint import CheckpointDir, fingerprint
 from eps.errors import EpsError, RankError
 from eps.params import data_root
 from eps.progress import console
@@ -99,6 +99,11 @@ def _recover(paths: RunPaths, stage: str) -> None:
     done = eio.recover(paths.stage(stage))
     if done:
         log(f"note: {paths.stage(stage)}: {done}")
+    # Temp files of writes a kill cut short (a checkpoint's is as large as the checkpoint). No other writer holds a
+    # lock of this run folder (checked above), so none of them is a live write.
+    stale = eio.remove_stale_temps(paths.root)
+    if stale:
+        log(f"note: removed {len(stale)} temp file(s) of interrupted writes under {paths.root}")
 
 
 def outputs(paths: RunPaths, stage: str):
@@ -149,7 +154,8 @@ def up_to_date(paths: RunPaths, stage: str, params: dict, space_name: str, input
                 outputs: list[str], upstream: bool = True) -> bool:
     """Check the upstream stage's record against ``params`` (refuses a mismatch), then whether this stage's finished
     outputs already are what it would compute (same params and inputs): then say so and leave them alone. With
-    ``redo`` the stage is recomputed from scratch (its checkpoints are discarded). ``upstream=False``: the stage's
+    ``redo`` it is never up to date (``start_redo`` then decides between afresh and resuming an interrupted redo of
+    the same params). ``upstream=False``: the stage's
     input does not come from the upstream stage (an architecture given on the command line)."""
     if upstream:
         record.check_upstream(paths.root, paths.out, space_name, stage, params, cli_name(space_name))
@@ -159,9 +165,41 @@ def up_to_date(paths: RunPaths, stage: str, params: dict, space_name: str, input
                        checkpoint=ckpt_file, data_root=data_root(params)):
         log(f"{stage}: up to date ({paths.stage(stage)} was made with these params and inputs; --redo recomputes it)")
         return True
-    if redo and distributed.is_main():
-        CheckpointDir(paths.work(stage), {}).clear()
     return False
+
+
+REDO_MARK = "redo.json"   # in .work/<stage>/: the checkpoints there belong to a --redo not yet published
+
+
+def _redo_key(params: dict, space_name: str, stage: str, inputs: dict) -> str:
+    return fingerprint({"stage": stage, "params": record.stage_params(params, space_name, stage), "inputs": inputs})
+
+
+def start_redo(paths: RunPaths, stage: str, params: dict, space_name: str, inputs: dict, restart: bool) -> bool:
+    """Begin (or resume) a ``--redo`` of ``stage`` on rank 0. True when ``.work/<stage>`` holds an interrupted redo
+    with these same params and inputs (its mark, see ``REDO_MARK``): its checkpoints are resumed, so a redo killed
+    after hours, or after its last step but before its outputs were swapped in, continues instead of starting over.
+    Otherwise (or with ``restart``) the stage's checkpoints are discarded and the folder is marked as this redo's;
+    False: start afresh. ``finish_redo`` removes the mark once the outputs are published."""
+    mark = paths.work(stage) / REDO_MARK
+    key = _redo_key(params, space_name, stage, inputs)
+    if not restart:
+        try:
+            own = eio.read_json(mark).get("key") == key
+        except (OSError, ValueError, AttributeError, EpsError):
+            own = False
+        if own:
+            log(f"{stage}: resuming the interrupted --redo from its checkpoints in {paths.work(stage)}")
+            return True
+    CheckpointDir(paths.work(stage), {}).clear()
+    eio.write_json(mark, {"key": key, "stage": stage})
+    return False
+
+
+def finish_redo(paths: RunPaths, stage: str) -> None:
+    """The stage's outputs are published: its checkpoints no longer belong to an unfinished --redo."""
+    if distributed.is_main():
+        (paths.work(stage) / REDO_MARK).unlink(missing_ok=True)
 
 
 def load_history(path: Path) -> list[dict]:

@@ -40,7 +40,8 @@ from eps.model_file import save_model
 from eps.train.common import resolve_device
 from eps.pipeline import curves, record
 from eps.pipeline.runfolder import (RETRAIN_OUTPUTS, SEARCH_OUTPUTS, SELECT_OUTPUTS, STAGES, WARMUP_OUTPUTS,  # noqa: F401
-                                    RunPaths, load_history, locked, log, outputs, ranks_locked, require, up_to_date)
+                                    RunPaths, finish_redo, load_history, locked, log, outputs, ranks_locked, require,
+                                    start_redo, up_to_date)
 from eps.spaces import cli_name
 
 
@@ -56,10 +57,14 @@ def warmup(space_name: str, params: dict, out: str | Path, restart: bool = False
         exp = _experiment(space_name, params, out)
         paths = RunPaths(out, space_name)
         with ranks_locked(paths, "warmup"):
-            if distributed.on_main(lambda: up_to_date(paths, "warmup", params, space_name, {}, redo,
-                                                      WARMUP_OUTPUTS)):
+            def decide():
+                if up_to_date(paths, "warmup", params, space_name, {}, redo, WARMUP_OUTPUTS):
+                    return True, False
+                return False, redo and start_redo(paths, "warmup", params, space_name, {}, restart)
+            done, resumed = distributed.on_main(decide)
+            if done:
                 return {"up_to_date": True}
-            res = exp.warmup(restart=restart or redo)
+            res = exp.warmup(restart=restart or (redo and not resumed))
             if not distributed.is_main():
                 return {"iterations": res.iterations}
             with outputs(paths, "warmup") as d:
@@ -69,6 +74,7 @@ def warmup(space_name: str, params: dict, out: str | Path, restart: bool = False
                                                     "nonfinite_skipped": res.nonfinite_skipped})
                 eio.write_json(d / "timing.json", {"seconds": res.seconds, "resumed_from": res.resumed_from})
                 record.write(d, params, space_name, "warmup", {}, data=res.data)
+            finish_redo(paths, "warmup")
             log(f"warmup: {res.iterations} iterations in {res.seconds:.1f}s -> {paths.stage('warmup')}")
             return {"iterations": res.iterations}
     finally:
@@ -93,12 +99,14 @@ def search(space_name: str, params: dict, out: str | Path, restart: bool = False
                 if uses_warmup:
                     require(warm_path, "warmup", space_name, paths)
                 inputs = {"warmup/supernet.pt": checkpoint.file_digest(warm_path) if uses_warmup else "initialisation"}
-                return up_to_date(paths, "search", params, space_name, inputs, redo, SEARCH_OUTPUTS), uses_warmup
-            done, uses_warmup = distributed.on_main(decide)
+                if up_to_date(paths, "search", params, space_name, inputs, redo, SEARCH_OUTPUTS):
+                    return True, uses_warmup, False
+                return False, uses_warmup, redo and start_redo(paths, "search", params, space_name, inputs, restart)
+            done, uses_warmup, resumed = distributed.on_main(decide)
             if done:
                 return {"up_to_date": True}
             warm = _read_warmup(warm_path, space_name, paths) if uses_warmup else None
-            return _search(exp, space_name, params, paths, restart or redo, warm)
+            return _search(exp, space_name, params, paths, restart or (redo and not resumed), warm)
     finally:
         distributed.teardown()
 
@@ -144,6 +152,7 @@ def _search(exp: Experiment, space_name: str, params: dict, paths: RunPaths, res
                                           "seconds_per_round": res.seconds / max(1, res.rounds)})
         record.write(d, params, space_name, "search", {"warmup/supernet.pt": res.warmup_digest},
                      strategy=exp.settings.search.strategy, data=res.data)
+    finish_redo(paths, "search")
     log(f"search: {res.iterations} iterations, {res.rounds} rounds in {res.seconds:.1f}s -> {paths.stage('search')}")
     return {"iterations": res.iterations}
 
@@ -218,11 +227,13 @@ def retrain(space_name: str, params: dict, out: str | Path, restart: bool = Fals
                                        f"--redo`") from None
                 done = up_to_date(paths, "retrain", params, space_name, inputs, redo, RETRAIN_OUTPUTS,
                                   upstream=arch is None)
-                return chosen, inputs, (eio.read_json(paths.stage("retrain") / "metrics.json") if done else None)
-            chosen, inputs, finished = distributed.on_main(decide)
+                resumed = not done and redo and start_redo(paths, "retrain", params, space_name, inputs, restart)
+                return (chosen, inputs, (eio.read_json(paths.stage("retrain") / "metrics.json") if done else None),
+                        resumed)
+            chosen, inputs, finished, resumed = distributed.on_main(decide)
             if finished is not None:
                 return finished
-            return _retrain(exp, space_name, params, paths, restart or redo, chosen, inputs)
+            return _retrain(exp, space_name, params, paths, restart or (redo and not resumed), chosen, inputs)
     finally:
         distributed.teardown()
 
@@ -265,5 +276,6 @@ def _retrain(exp: Experiment, space_name: str, params: dict, paths: RunPaths, re
         eio.write_json(d / "metrics.json", {"epochs": len(hist), "params": res.params, **res.metrics})
         eio.write_json(d / "timing.json", timing)
         record.write(d, params, space_name, "retrain", inputs, arch=arch, precision=res.precision, data=res.data)
+    finish_redo(paths, "retrain")
     log(f"retrain: {len(hist)} epochs -> {paths.stage('retrain')}")
     return res.metrics

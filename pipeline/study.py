@@ -18,7 +18,7 @@ from eps import report as rep
 from eps import study as st
 from eps.params import data_root
 from eps.errors import EpsError
-from eps.space import HasBenchmark
+from eps.space import HasBenchmark, benchmark_of
 from eps.spaces import get_space, registered, space_class
 from eps.train.common import resolve_device
 from eps.pipeline.runfolder import RunPaths, locked, log
@@ -40,7 +40,7 @@ def _correlation(space_name: str, params: dict, out: str | Path, restart: bool =
     section = params[space_name]
     space = get_space(space_name, section)
     root = data_root(params)
-    bench = space.benchmark(root)
+    bench = benchmark_of(space, root)  # the same checks as the stages (a partial table is refused)
     paths = RunPaths(out, space_name)
     result = st.run_study(space, bench, section, params["study"], root, resolve_device(params["device"]),
                           paths.work("study"), restart=restart, deterministic=params["deterministic"], log=log)

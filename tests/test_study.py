@@ -308,7 +308,8 @@ def test_arms_are_validated_against_the_space():
     section, study = params["nb201"], params["study"]
     model = get_space("nb201", section).Params
     arms = st.arm_sections(model, section, {**study, "arms": {
-        "a": {"search": {"proposer": "predictor"}, "supernet": {"progressive": [20, 40]}}, "b": {}}})
+        "a": {"search": {"proposer": "predictor"}, "supernet": {"progressive": [20, 40]},
+              "space": {"cells_per_stage": 3}}, "b": {}}})  # a schedule needs cells to add
     # the space's section, the study's budget, then the arm's overrides
     assert arms["a"]["search"]["proposer"] == "predictor" and arms["a"]["supernet"]["progressive"] == [20, 40]
     assert arms["a"]["search"]["iterations"] == arms["b"]["search"]["iterations"] == 60

@@ -48,6 +48,9 @@ def _torchvision(cls, name: str, folder: str, root, train: bool, download: bool,
     """A torchvision CIFAR dataset as (uint8 [N, 3, 32, 32], int64 [N]); torchvision checks the md5s. Missing or
     corrupt files: downloaded when ``download`` is set, else (or when that fails) one DataError line with the fix."""
     root = Path(root)
+    # refused before torchvision's md5 check opens them (a FIFO would block it forever); noted again below
+    note_read(*(root / folder / f for f, _ in (cls.train_list if train else cls.test_list)),
+              root / folder / cls.meta["filename"])
     try:
         ds = cls(str(root), train=train, download=False)
     except RuntimeError:

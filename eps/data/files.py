@@ -11,13 +11,22 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
+import stat
 from typing import Iterator
+
+from eps.errors import DataError
 
 _collector: contextvars.ContextVar[list | None] = contextvars.ContextVar("eps_data_reads", default=None)
 
 
 def note_read(*paths: str | os.PathLike) -> None:
-    """Record that the task being built reads ``paths`` (files; a folder's files are not expanded)."""
+    """Record that the task being built reads ``paths`` (files; a folder's files are not expanded). Called just
+    before a file is opened, it also refuses a path that exists but is not a regular file (symlinks resolved) with a
+    one-line DataError: a FIFO would block the read forever, ``/dev/zero`` never ends."""
+    for p in paths:
+        kind = _not_regular(p)
+        if kind is not None:
+            raise DataError(f"{os.fspath(p)} is {kind}, not a regular file; put the data file itself there")
     found = _collector.get()
     if found is not None:
         found.extend(os.fspath(p) for p in paths)
@@ -35,3 +44,15 @@ def recording() -> Iterator[list[str]]:
         _collector.reset(token)
         if outer is not None:
             outer.extend(found)
+
+
+def _not_regular(path: str | os.PathLike) -> str | None:
+    """As ``eps.io.not_regular`` (a module of the same layer, so not imported here): what a non-regular ``path`` is."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    return {stat.S_IFDIR: "a folder", stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFCHR: "a character device",
+            stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}.get(stat.S_IFMT(mode), "not a file")

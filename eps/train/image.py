@@ -15,6 +15,7 @@ from eps.data.augment import Normalize, crop_flip
 from eps.data.cifar import load_split
 from eps.data.datasets import DATASETS
 from eps.errors import ConfigError
+from eps.settings import MAX_ITEMS
 from eps.train.tensor import (PathParameters, ProgressiveSupernet, TensorRetrainSettings, TensorRetrainTask,
                               TensorSupernetSettings, TensorSupernetTask, require_network)
 
@@ -30,14 +31,14 @@ def _layout(channels_last: bool) -> torch.memory_format:
 class ImageSupernetSettings(TensorSupernetSettings):
     """What ``ImageSupernetTask`` reads besides the stage's optimiser values (``<space>.supernet``)."""
     channels_last: bool = True       # NHWC activations: faster convolutions on CPUs and tensor cores
-    data_subset: int = Field(0, ge=0)  # first N indices of each half of the split (0 = all; tiny runs)
+    data_subset: int = Field(0, ge=0, le=MAX_ITEMS)  # first N indices of each half of the split (0 = all; tiny runs)
     engine: Literal["auto", "path", "graph"] = "auto"  # auto: graph on CUDA where the space has one (eps/train/graph.py)
 
 
 class ImageRetrainSettings(TensorRetrainSettings):
     """What ``ImageRetrainTask`` reads (NB201 protocol): SGD with nesterov, cosine lr per iteration."""
-    train_subset: int = Field(0, ge=0)   # first N training images (0 = all)
-    test_subset: int = Field(0, ge=0)    # first N test images (0 = all)
+    train_subset: int = Field(0, ge=0, le=MAX_ITEMS)   # first N training images (0 = all)
+    test_subset: int = Field(0, ge=0, le=MAX_ITEMS)    # first N test images (0 = all)
     channels_last: bool = True
 
 

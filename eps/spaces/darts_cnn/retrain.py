@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from eps import distributed
-from eps.settings import Number
+from eps.settings import MAX_BATCH, MAX_DEPTH, MAX_STEPS, MAX_WIDTH, Number
 from eps.data.augment import Normalize, crop_flip, cutout
 from eps.data.stream import BatchStream
 from eps.data.vision import RETRAIN_DATASETS
@@ -33,10 +33,10 @@ from eps.train.image import ImageRetrainSettings, load_train_test
 class DartsRetrainSettings(ImageRetrainSettings):
     """The DARTS / Robust-DARTS CIFAR retraining recipe (spec §2.5): what ``DartsRetrainTask`` reads."""
     dataset: Literal["cifar10", "cifar100", "svhn"] = "cifar10"
-    channels: int = Field(36, ge=1)
-    layers: int = Field(20, ge=3)
-    epochs: int = Field(600, ge=1)
-    batch_size: int = Field(96, ge=1)        # global batch; under torchrun each of N ranks takes batch_size / N
+    channels: int = Field(36, ge=1, le=MAX_WIDTH)
+    layers: int = Field(20, ge=3, le=MAX_DEPTH)
+    epochs: int = Field(600, ge=1, le=MAX_STEPS)
+    batch_size: int = Field(96, ge=1, le=MAX_BATCH)  # global batch; under torchrun each of N ranks takes batch_size / N
     lr: Number = Field(0.025, gt=0)
     momentum: Number = Field(0.9, ge=0, lt=1)
     nesterov: bool = False
@@ -44,9 +44,9 @@ class DartsRetrainSettings(ImageRetrainSettings):
     grad_clip: Number = Field(5.0, ge=0)
     auxiliary_weight: Number = Field(0.4, ge=0)
     drop_path: Number = Field(0.2, ge=0, lt=1)
-    cutout: int = Field(16, ge=0)
+    cutout: int = Field(16, ge=0, le=MAX_WIDTH)
     hflip: Literal["auto", "on", "off"] = "auto"   # auto: on for CIFAR, off for SVHN digits (spec §5 item 22)
-    eval_batch_size: int = Field(500, ge=1)
+    eval_batch_size: int = Field(500, ge=1, le=MAX_BATCH)
     channels_last: bool = True               # GPU only
     amp: bool = False                        # true: bf16 autocast on CUDA (the recipe is fp32; the report says which)
     sync_bn: bool = False                    # multi-GPU: SyncBatchNorm over the global batch (CUDA only)

@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from eps.settings import Number, section
+from eps.settings import MAX_COUNT, MAX_DEPTH, MAX_WIDTH, Number, section
 from eps.errors import ArchError
 from eps.search import SearchSettings
 from eps.space import MAX_CHANNELS, MAX_CLASSES, MAX_LAYERS, SpaceParams, SpaceSettings
@@ -75,14 +75,14 @@ class DartsSpaceSettings(SpaceSettings):
     variant: Literal["darts", "s1", "s2", "s3", "s4"] = "darts"   # DARTS, or Robust-DARTS S1-S4 (spec §2.7)
     s3_reference_none: bool = False   # true: S3 never draws `none` (the reference; makes S2 = S3, spec §6 item 5)
     dataset: Literal["cifar10"] = "cifar10"
-    channels: int = Field(16, ge=1)   # supernet width
-    layers: int = Field(20, ge=3)     # supernet cells (two of them reduction cells)
+    channels: int = Field(16, ge=1, le=MAX_WIDTH)   # supernet width
+    layers: int = Field(20, ge=3, le=MAX_DEPTH)     # supernet cells (two of them reduction cells)
     p_opwise: Number = Field(0.2, ge=0, le=1)
     p_edgewise: Number = Field(0.1, ge=0, le=1)
 
 
 class DartsSearchSettings(SearchSettings):
-    rank_min_count: int = Field(1, ge=1)           # DARTS controllers rank members measured once (spec §2.2)
+    rank_min_count: int = Field(1, ge=1, le=MAX_COUNT)  # DARTS controllers rank members measured once (spec §2.2)
     first_measurement_offset: Number = 0.0
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from pydantic import Field
 
-from eps.settings import Number, section
+from eps.settings import MAX_WIDTH, Number, section
 from eps.errors import ArchError, ConfigError
 from eps.space import MAX_CHANNELS, MAX_CLASSES, SpaceParams, SpaceSettings
 from eps.spaces.darts_rnn.task import PTBRetrainSettings, PTBSearchSettings, PTBSupernetSettings, PTBWarmupSettings
@@ -32,8 +32,10 @@ EXAMPLE = ("Genotype(recurrent=[('sigmoid', 0), ('relu', 1), ('relu', 1), ('iden
            "('sigmoid', 5), ('tanh', 3), ('relu', 5)], concat=range(1, 9))")
 
 class RNNSpaceSettings(SpaceSettings):
-    hidden_size: int = Field(850, ge=1)          # embedding = hidden = last hidden (tied decoder); the retrained net
-    supernet_hidden_size: int | None = Field(None, ge=1)  # None = hidden_size; smaller = a proxy supernet (§5 item 23)
+    # embedding = hidden = last hidden (tied decoder); the retrained net
+    hidden_size: int = Field(850, ge=1, le=MAX_WIDTH)
+    # None = hidden_size; smaller = a proxy supernet (§5 item 23)
+    supernet_hidden_size: int | None = Field(None, ge=1, le=MAX_WIDTH)
     dropout: Number = Field(0.75, ge=0, lt=1)    # locked dropout on the cell output
     dropouth: Number = Field(0.25, ge=0, lt=1)   # variational dropout on every state multiplied by a matrix
     dropoutx: Number = Field(0.75, ge=0, lt=1)   # variational dropout on the cell input x

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from eps import distributed
-from eps.settings import Number
+from eps.settings import MAX_BATCH, MAX_COUNT, MAX_ITEMS, MAX_STEPS, Number
 from eps.data.ptb import batchify, get_batch, load_ptb
 from eps.errors import CheckpointError, ConfigError
 from eps.retrain import RetrainSettings
@@ -27,7 +27,7 @@ from eps.train.common import make_generator, score_members, set_lr
 
 
 class PTBSupernetSettings(SupernetSettings):
-    data_subset: int = Field(0, ge=0)     # training tokens used (0 = all of PTB train); for tiny runs
+    data_subset: int = Field(0, ge=0, le=MAX_ITEMS)     # training tokens used (0 = all of PTB train); for tiny runs
 
 
 class PTBWarmupSettings(WarmupSettings):
@@ -43,12 +43,12 @@ class PTBSearchSettings(SearchSettings):
     lr_schedule: Literal["cosine", "constant"] = "constant"
     momentum: Number = Field(0.0, ge=0, lt=1)
     weight_decay: Number = Field(8e-7, ge=0)
-    bptt: int = Field(35, ge=2)                         # the half length must be >= 1
+    bptt: int = Field(35, ge=2, le=MAX_COUNT)                         # the half length must be >= 1
     half_bptt_prob: Number = Field(0.05, ge=0, le=1)    # seq_len = bptt w.p. 0.95, else int(bptt / 2); no jitter
     clip: Number = Field(0.1, gt=0)                     # gradient global norm
-    fitness_batch_size: int = Field(256, ge=1)          # validation columns per member and batch
-    fitness_columns: int = Field(1024, ge=1)            # the validation split is cut into this many columns
-    rank_min_count: int = Field(1, ge=1)
+    fitness_batch_size: int = Field(256, ge=1, le=MAX_BATCH)          # validation columns per member and batch
+    fitness_columns: int = Field(1024, ge=1, le=MAX_COUNT)  # the validation split is cut into this many columns
+    rank_min_count: int = Field(1, ge=1, le=MAX_COUNT)
     first_measurement_offset: Number = 0.0
 
     def problems(self):
@@ -60,24 +60,24 @@ class PTBSearchSettings(SearchSettings):
 
 class PTBRetrainSettings(RetrainSettings):
     """DARTS / AWD-LSTM retraining on PTB (spec §3.6)."""
-    epochs: int = Field(3600, ge=1)                     # the paper's PTB run; DARTS trained for 8,000
-    batch_size: int = Field(64, ge=1)
-    eval_batch_size: int = Field(10, ge=1)
-    test_batch_size: int = Field(1, ge=1)
+    epochs: int = Field(3600, ge=1, le=MAX_STEPS)                     # the paper's PTB run; DARTS trained for 8,000
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH)
+    eval_batch_size: int = Field(10, ge=1, le=MAX_BATCH)
+    test_batch_size: int = Field(1, ge=1, le=MAX_BATCH)
     lr: Number = Field(20.0, gt=0)                      # times seq_len / bptt at every step, SGD and ASGD alike
     weight_decay: Number = Field(8e-7, ge=0)
     clip: Number = Field(0.25, gt=0)
-    bptt: int = Field(35, ge=2)
+    bptt: int = Field(35, ge=2, le=MAX_COUNT)
     half_bptt_prob: Number = Field(0.05, ge=0, le=1)    # base bptt halved, then seq_len = max(min, int(N(base, std)))
     seq_len_std: Number = Field(5.0, ge=0)
-    min_seq_len: int = Field(5, ge=1)
-    max_seq_len_delta: int = Field(20, ge=0)            # seq_len capped at bptt + delta
-    nonmono: int = Field(5, ge=1)                       # SGD -> ASGD when validation stops improving (spec §3.6)
-    train_subset: int = Field(0, ge=0)                  # tokens of each split used (0 = all); for tiny runs
-    valid_subset: int = Field(0, ge=0)
-    test_subset: int = Field(0, ge=0)
-    test_every: int = Field(100, ge=0)                  # epochs between test evaluations of the best model
-    checkpoint_every: int = Field(10, ge=1)
+    min_seq_len: int = Field(5, ge=1, le=MAX_COUNT)
+    max_seq_len_delta: int = Field(20, ge=0, le=MAX_COUNT)            # seq_len capped at bptt + delta
+    nonmono: int = Field(5, ge=1, le=MAX_COUNT)  # SGD -> ASGD when validation stops improving (spec §3.6)
+    train_subset: int = Field(0, ge=0, le=MAX_ITEMS)  # tokens of each split used (0 = all); for tiny runs
+    valid_subset: int = Field(0, ge=0, le=MAX_ITEMS)
+    test_subset: int = Field(0, ge=0, le=MAX_ITEMS)
+    test_every: int = Field(100, ge=0, le=MAX_STEPS)  # epochs between test evaluations of the best model
+    checkpoint_every: int = Field(10, ge=1, le=MAX_STEPS)
 
     def problems(self):
         for key, batch in (("train_subset", "batch_size"), ("valid_subset", "eval_batch_size"),

@@ -63,6 +63,8 @@ class GroundTruth:
     """The accuracy table of NAS-Bench-201, one row per cell, columns held as NumPy arrays
     (an ``eps.space.Benchmark``; reports rank cells by ``primary``)."""
     primary = "cifar10_test"
+    size = NUM_INDEXES   # the complete benchmark; eps.space.check_complete refuses a table with fewer rows
+    remedy = "re-create it from the complete benchmark: " + _IMPORT_HINT
 
     def __init__(self, index: np.ndarray, archs: Sequence[str], columns: dict[str, np.ndarray], source: str = ""):
         self.index = np.asarray(index, dtype=np.int64)

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import Field
 
-from eps.settings import Number, section
+from eps.settings import MAX_DEPTH, MAX_STEPS, MAX_WIDTH, Number, section
 from eps.data.datasets import DATASETS
 from eps.errors import ArchError
 from eps.space import MAX_CHANNELS, MAX_CLASSES, MAX_LAYERS, SpaceParams, SpaceSettings
@@ -26,8 +26,8 @@ class NB201SpaceSettings(SpaceSettings):
     # the data the supernet searches on and the standalone network is retrained on (eps.data.datasets: split,
     # statistics, classes); reports rank cells by the benchmark's column for the same dataset
     dataset: Literal["cifar10", "cifar100", "imagenet16-120"] = "cifar10"
-    channels: int = Field(16, ge=1)           # C of the first stage (NB201: 16)
-    cells_per_stage: int = Field(5, ge=1)     # N (NB201: 5)
+    channels: int = Field(16, ge=1, le=MAX_WIDTH)           # C of the first stage (NB201: 16)
+    cells_per_stage: int = Field(5, ge=1, le=MAX_DEPTH)     # N (NB201: 5)
     p_opwise: Number = Field(0.5, ge=0, le=1)  # mutation: each edge redrawn with this probability (EPS code)
 
 
@@ -35,7 +35,7 @@ class NB201SupernetSettings(ImageSupernetSettings):
     skip_dead_edges: bool = True   # skip edges whose output cannot reach the cell output (same loss, less work)
     # Progressive variant (spec §1.8, §5 item 14): active cells per stage grow 1, 2, ... at these search
     # iterations (the reference: [15000, 30000, 45000, 60000]); null = every cell from the start (the paper).
-    progressive: list[Annotated[int, Field(ge=1)]] | None = None
+    progressive: list[Annotated[int, Field(ge=1, le=MAX_STEPS)]] | None = None
     new_cell_init: Literal["own", "copy_previous"] = "own"   # a newly enabled cell: its own init (reference)
 
     def problems(self):
@@ -49,6 +49,22 @@ class NB201Params(SpaceParams):
     space: NB201SpaceSettings = section(NB201SpaceSettings)
     supernet: NB201SupernetSettings = section(NB201SupernetSettings)
     retrain: ImageRetrainSettings = section(ImageRetrainSettings)
+
+    def problems(self):
+        yield from super().problems()
+        schedule, total = self.supernet.progressive, self.search.iterations
+        if not schedule or total == 0:
+            return
+        # a step at or beyond the last search iteration never trains the cell it adds; a step past the last cell
+        # adds nothing (NB201Supernet.depth_at caps the depth at cells_per_stage)
+        late = [s for s in schedule if s >= total]
+        if late:
+            yield "supernet.progressive", (f"step(s) {late} lie at or beyond search.iterations {total}: the cells "
+                                           f"they add would never train; use steps below {total}")
+        elif len(schedule) > self.space.cells_per_stage - 1:
+            yield "supernet.progressive", (f"{len(schedule)} steps, but space.cells_per_stage "
+                                           f"{self.space.cells_per_stage} leaves room for "
+                                           f"{self.space.cells_per_stage - 1}: the last steps would add no cell")
 
 
 _NODE_RE = re.compile(r"^\|(?:[^|~+]+~\d+\|)+$")
