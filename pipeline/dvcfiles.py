@@ -36,13 +36,14 @@ _CORE = ["eps/__init__.py", "eps/analysis.py", "eps/checkpoint.py", "eps/_versio
 SOURCE_DEPS = {"stage": _CORE, "report": [*_CORE, "eps/report.py", "pipeline/report.py"],
                "study": [*_CORE, "eps/report.py", "pipeline/study.py"]}
 
+CHECKOUT_CODE = """eps's modules
+# (every module a stage's command runs; tests/test_faults_input.py checks the deps and the params each stage reads)"""
 TEMPLATE = "plots/eps_linear.json"   # written beside dvc.yaml: DVC's linear template with integer x ticks
 
 HEADER = """\
 # EPS pipeline, written by `eps dvc init` (rerun it with --force after adding a space; do not edit by hand):
 #   warmup -> search -> select -> retrain -> report, one chain per space.
-# Each stage reruns only when its code ({code}),
-# the params keys it reads or an upstream output changed.
+# Each stage reruns only when its code, the params keys it reads or an upstream output changed; code: {code}.
 # Checkpoints of a stage in progress live in runs/<space>/.work/ (not a DVC output), so an interrupted `dvc repro`
 # resumes where it stopped; `--restart` lets a stage start afresh when its params changed since that checkpoint.
 # The study (`eps study correlation`) is a pipeline of its own, written on request: `eps dvc init --study`.
@@ -65,9 +66,8 @@ class Space:
     def warmup_search_keys(self) -> list[str]:
         """The search keys the warm-up reads: ``on_nonfinite`` and those the space's own search settings add to the
         search loop's (eps.search.SearchSettings), e.g. darts-rnn's ``bptt`` (its training reads them)."""
-        from eps.search import SearchSettings
-        own = self.cls.Params.model_fields["search"].annotation.model_fields
-        return ["on_nonfinite", *sorted(k for k in own if k not in SearchSettings.model_fields)]
+        from eps.pipeline.record import warmup_search_keys
+        return warmup_search_keys(self.cls.Params.model_fields["search"].annotation.model_fields)
 
     @property
     def has_benchmark(self) -> bool:
@@ -239,21 +239,27 @@ STUDY_HEADER = """\
 
 
 def linear_template() -> dict:
-    """DVC's ``linear`` template (vega-lite) with integer ticks on the x axis: steps and epochs are counts."""
-    return {
-        "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
-        "data": {"values": "<DVC_METRIC_DATA>"},
-        "title": "<DVC_METRIC_TITLE>",
-        "width": 300, "height": 300,
-        "mark": {"type": "line", "point": True, "tooltip": {"content": "data"}},
-        "encoding": {
-            "x": {"field": "<DVC_METRIC_X>", "type": "quantitative", "title": "<DVC_METRIC_X_LABEL>",
-                  "axis": {"format": "d", "tickMinStep": 1}},
-            "y": {"field": "<DVC_METRIC_Y>", "type": "quantitative", "title": "<DVC_METRIC_Y_LABEL>",
-                  "scale": {"zero": False}},
-            "color": {"field": "rev", "type": "nominal"},
-        },
-    }
+    """DVC's own ``linear`` template (vega-lite, from dvc-render, installed with DVC) with integer ticks on every x
+    axis: steps and epochs are counts, and vega's default ticks of a short run are fractional (0.5, 1.5 ...)."""
+    import copy
+    try:
+        from dvc_render.vega_templates import LinearTemplate
+    except ImportError:
+        raise ConfigError("eps dvc init needs DVC (dvc-render); install it: pip install dvc") from None
+    content = copy.deepcopy(LinearTemplate.DEFAULT_CONTENT)
+
+    def walk(node):
+        if isinstance(node, dict):
+            x = node.get("x")
+            if isinstance(x, dict) and x.get("field") == "<DVC_METRIC_X>" and "aggregate" not in x:
+                x["axis"] = {"format": "d", "tickMinStep": 1}
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+    walk(content)
+    return content
 
 
 def dump(data: dict, header: str = "") -> str:
@@ -312,8 +318,8 @@ def init(folder: Path, refs: list[str], params_path: Path | None, sets: list[str
     files: dict[str, str] = {}
     if main:
         files["params.yaml"] = dump(params_file(spaces, plugins, params, checkout, study), PARAMS_HEADER)
-        code = "eps's modules" if checkout else "the installed eps, params key eps_version" + (
-            ", and the plugin file(s)" if any(s.deps for s in spaces) else "")
+        code = CHECKOUT_CODE if checkout else "the installed eps (params key eps_version)" + (
+            " and the plugin file(s)" if any(s.deps for s in spaces) else "")
         files["dvc.yaml"] = dump(pipeline(spaces, checkout), HEADER.format(code=code))
         files[TEMPLATE] = json.dumps(linear_template(), indent=2) + "\n"
     if study:
