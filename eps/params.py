@@ -64,6 +64,9 @@ def defaults() -> dict[str, Any]:
     return params_model()().model_dump(by_alias=True, mode="python")
 
 
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def parse_sets(sets: Iterable[str]) -> dict:
     """``key=value`` strings, as DVC's ``-S`` takes them, as a nested overlay dict: dotted keys name nested keys
     (``nb201.search.iterations=2000`` -> ``{"nb201": {"search": {"iterations": 2000}}}``), values are parsed as YAML
@@ -83,6 +86,8 @@ def parse_sets(sets: Iterable[str]) -> dict:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
             value = raw  # as DVC: what YAML cannot read is a string
+        if isinstance(value, str) and _FLOAT.fullmatch(value):
+            value = float(value)  # YAML 1.2 (DVC's -S) reads 1e-3 as a number; PyYAML (YAML 1.1) needs 1.0e-3
         out = deep_update(out, _nest(parts, value))
     return out
 
