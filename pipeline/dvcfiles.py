@@ -309,12 +309,14 @@ def init(folder: Path, refs: list[str], params_path: Path | None, sets: list[str
     if not folder.is_dir():
         raise ConfigError(f"--dir {folder}: not a folder; create it (and `git init && dvc init` there) first")
     checkout = is_checkout(folder)
+    if not main and params_path is None and (folder / "params.yaml").exists():
+        params_path = folder / "params.yaml"  # the study of the pipeline already written: its spaces and plugins
+    params = load_params(params_path, list(sets), plugins=[r for r in refs if ":" in r])
     overlay_refs = []
     if params_path is not None:
         overlay = yaml.safe_load(Path(params_path).read_text()) or {}
         overlay_refs = list(overlay.get("spaces") or []) if isinstance(overlay, dict) else []
     spaces, plugins = resolve_spaces(refs or overlay_refs or ["nb201"], folder)
-    params = load_params(params_path, list(sets), plugins=[r for r in refs if ":" in r])
     files: dict[str, str] = {}
     if main:
         files["params.yaml"] = dump(params_file(spaces, plugins, params, checkout, study), PARAMS_HEADER)
