@@ -81,7 +81,8 @@ def parse_sets(sets: Iterable[str]) -> dict:
         key = key.strip()
         parts = key.split(".")
         if not eq or not key or not all(parts):
-            raise ConfigError(f"-S {text!r}: expected key=value with a dotted key, e.g. -S nb201.search.iterations=2000")
+            raise ConfigError(f"-S {text!r}: expected key=value with a dotted key, e.g. "
+                              f"-S nb201.search.iterations=2000")
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:

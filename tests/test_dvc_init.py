@@ -3,7 +3,6 @@ same code, and a real `dvc repro` in a fresh git repository outside the checkout
 the user's own file), changing one param to see which stages rerun."""
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 import yaml
