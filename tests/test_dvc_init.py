@@ -3,6 +3,8 @@ same code, and a real `dvc repro` in a fresh git repository outside the checkout
 the user's own file), changing one param to see which stages rerun."""
 import json
 import shutil
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -199,3 +201,27 @@ def test_dvc_repro_in_a_fresh_repository_outside_the_checkout(tmp_path):
     # the study's pipeline appears only when asked for
     sh("eps dvc init --study -S study.iterations=60", repo)
     assert "study/dvc.yaml:study" in sh("dvc status", repo)
+
+
+def test_curves_are_the_same_files_with_dvclive_and_without(tmp_path, monkeypatch):
+    """Inside a DVC project DVCLive (public API) writes the curves; outside one eps writes DVCLive's layout itself
+    (pipeline/curves.py says why): the files must be identical, integer steps included."""
+    import subprocess
+    from eps.pipeline import curves
+    rows = [{"step": 10, "train/loss": 2.5, "fitness/best": None, "population/tau": float("nan")},
+            {"step": 20, "train/loss": 2.25, "fitness/best": 1.0 / 3, "population/tau": 0.2}]
+    written = {}
+    for kind in ("dvc", "plain"):
+        where = tmp_path / kind
+        where.mkdir()
+        if kind == "dvc":
+            subprocess.run([str(Path(sys.executable).parent / "dvc"), "init", "--no-scm", "-q"], cwd=where,
+                           check=True)
+        monkeypatch.chdir(where)
+        assert curves._dvc_project(where) == (kind == "dvc")
+        curves.publish(rows, where / "dvclive")
+        root = where / "dvclive" / "plots" / "metrics"
+        written[kind] = {p.relative_to(root).as_posix(): p.read_text() for p in sorted(root.rglob("*.tsv"))}
+    assert written["dvc"] == written["plain"]
+    assert written["plain"]["train/loss.tsv"].splitlines() == ["step\tloss", "10\t2.5", "20\t2.25"]
+    assert written["plain"]["fitness/best.tsv"].splitlines()[1:] == [f"20\t{1.0 / 3}"]
