@@ -434,7 +434,7 @@ app.add_typer(dvc_app, name="dvc")
 @dvc_app.command("init", cls=Command)
 @friendly
 def dvc_init(spaces: Optional[List[str]] = typer.Option(
-                 None, "--space", "-s", autocompletion=_complete_space,
+                 None, "--space", "-s", autocompletion=_complete_space, metavar="NAME|FILE.py:CLASS",
                  help=f"A space of the pipeline (repeatable): one of {SPACES}, or your own as path/to/file.py:Class "
                       f"(the file inside DIR) or package.module:Class (default: the overlay's `spaces`, else nb201)."),
              folder: Path = typer.Option(Path("."), "--dir", "-d", help="The repository to write into."),
