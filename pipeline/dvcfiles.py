@@ -47,7 +47,8 @@ HEADER = """\
 # Checkpoints of a stage in progress live in runs/<space>/.work/ (not a DVC output), so an interrupted `dvc repro`
 # resumes where it stopped; `--restart` lets a stage start afresh when its params changed since that checkpoint.
 # The study (`eps study correlation`) is a pipeline of its own, written on request: `eps dvc init --study`.
-# A short `dvc exp show`: `dvc exp show --only-changed` (or --drop 'runs/|eps/|pipeline/' to hide the file hashes).
+# A short `dvc exp show` (the metrics and params that differ, no file hashes):
+#   dvc exp show --only-changed --drop '^[^:]*(/[^:]*|\.py)$'
 """
 
 
