@@ -48,7 +48,7 @@ HEADER = """\
 # resumes where it stopped; `--restart` lets a stage start afresh when its params changed since that checkpoint.
 # The study (`eps study correlation`) is a pipeline of its own, written on request: `eps dvc init --study`.
 # A short `dvc exp show` (the metrics and params that differ, no file hashes):
-#   dvc exp show --only-changed --drop '^[^:]*(/[^:]*|\.py)$'
+#   dvc exp show --only-changed --drop '^[^:]*(/[^:]*|\\.py)$'
 """
 
 
