@@ -7,7 +7,9 @@ checkpoint) into ``<stage>/dvclive/plots/metrics/*.tsv``, the output that `dvc.y
 from the record makes the published curves identical for an interrupted-and-resumed run and an uninterrupted one;
 the live copy is rebuilt the same way on resume, so it never holds rows of the rounds a resume repeats.
 
-Each curve is one TSV (``step``, value), DVCLive's layout; ``step`` is the search iteration or the retrain epoch.
+Each curve is one TSV (``step``, value), DVCLive's layout; ``step`` is the search iteration or the retrain epoch (an
+int). DVCLive is used through its public API inside a DVC project; outside one eps writes the same files (``_Tsv``).
+`dvc.yaml`'s top-level ``plots:`` (pipeline/dvcfiles.py) group the curves into charts.
 DVCLive's summary file (``metrics.json``, the last value of each curve) is dropped from the published copy: the
 stage's own ``metrics.json`` holds the headline numbers and is the file `dvc.yaml` declares as metrics.
 """
