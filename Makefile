@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export EPS_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: setup demo test test-fast constraints pipeline bench clean-demo
+.PHONY: setup demo test test-fast constraints pipeline bench clean-demo docs docs-serve
 
 $(BIN)/eps: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,13 @@ constraints: setup
 
 pipeline: setup
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/dvc repro
+
+# the documentation site (docs/, mkdocs.yml) into site/; `make docs-serve` previews it at http://127.0.0.1:8000
+docs: setup
+	$(BIN)/mkdocs build --strict
+
+docs-serve: setup
+	$(BIN)/mkdocs serve
 
 bench: setup
 	$(BIN)/python -m bench.round --space nb201

@@ -1,4 +1,4 @@
-"""Search throughput with 1 and N processes under torchrun (data parallel search, README "Several GPUs or nodes").
+"""Search throughput with 1 and N processes under torchrun (data parallel search, docs/tutorials/torchrun.md).
 
     python -m bench.scaling --space nb201 [--procs 1,2] [--threads 1] [--rounds 3] [--device cpu|cuda]
                             [--set search.batch_size=256 ...]

@@ -27,12 +27,14 @@ _API = {"Choice", "Experiment", "RetrainResult", "SearchResult", "Selection", "W
         "list_spaces", "load_params"}
 
 
-def load_model(path, device="cpu"):
+def load_model(path, device="cpu", space=None):
     """The trained network of a run (``runs/nb201``, ``runs/nb201/retrain`` or the ``model.pt`` file itself),
-    rebuilt from its model file alone and returned in eval mode on ``device`` (a ``torch.nn.Module``).
+    rebuilt from its model file and returned in eval mode on ``device`` (a ``torch.nn.Module``). ``space``: the
+    space of a model trained in a space kept in a file (a name, ``file.py:Class``, a space class or instance), unless
+    this process registered it: the file's own reference to code is never imported.
     Raises ``eps.errors.EpsError`` (one line) for a missing, foreign or corrupt file. See ``eps.model_file``."""
     from eps.model_file import load_model as _load  # torch is imported only here: `import eps` stays light
-    return _load(path, device)
+    return _load(path, device, space=space)
 
 
 def __getattr__(name: str) -> Any:

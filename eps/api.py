@@ -31,7 +31,7 @@ from eps import distributed
 from eps import io as eio
 from eps.analysis import cell_accuracies, population_quality
 from eps.checkpoint import CheckpointDir, data_fingerprint
-from eps.errors import ConfigError, EpsError
+from eps.errors import ConfigError, EpsError, RankError
 from eps.evolution import Controller
 from eps.params import data_root as _data_root
 from eps.params import load_params as _load_params
@@ -325,7 +325,7 @@ class Experiment:
         """Under torchrun a task that is not data parallel would run whole copies on every rank (the same result,
         N times the cost): refuse it with one line."""
         if distributed.world() > 1 and not supports_distributed(task):
-            raise EpsError(f"the {stage} task of space {self.name} does not support several processes "
+            raise (EpsError if distributed.is_main() else RankError)(f"the {stage} task of space {self.name} does not support several processes "
                            f"(supports_distributed is not set); run it without torchrun")
 
     # -------------------------------------------------------------------------------------------- stages

@@ -16,6 +16,28 @@ import torch
 import torch.distributed as dist
 
 _OWNED = False
+_JOINED = False   # this process joined a process group once (it stays True after teardown)
+
+
+# What gloo and NCCL say when another rank's process died or its connection broke (torch raises RuntimeError or
+# DistBackendError with these in the message); matched on the text, as the exception types differ across versions.
+_PEER_LOST = ("connection reset by peer", "connection closed by peer", "broken pipe", "remote process exited",
+              "nccl communicator was aborted", "ncclremoteerror", "socket timeout", "connection refused",
+              "recvbytes", "sendbytes", "read error", "timed out")
+
+
+def peer_lost(err: BaseException) -> bool:
+    """Whether ``err`` (in a torchrun rank) means that another rank stopped: a lost connection or a collective that
+    timed out, not a problem of this rank. False in a plain single process."""
+    if not launched() or isinstance(err, OSError) and not isinstance(err, ConnectionError):
+        return False
+    name = type(err).__name__
+    try:
+        text = str(err).lower()
+    except Exception:
+        return False
+    return (name in ("DistBackendError", "DistNetworkError", "DistStoreError") or isinstance(err, ConnectionError)
+            or isinstance(err, RuntimeError) and any(s in text for s in _PEER_LOST))
 
 
 def launched() -> bool:
@@ -44,9 +66,10 @@ def setup(device: torch.device) -> torch.device:
 
     Non-main ranks also silence their progress bars (EPS_PROGRESS=0) so the console shows one bar.
     """
-    global _OWNED
+    global _OWNED, _JOINED
     if not launched():
         return device
+    _JOINED = True
     local = int(os.environ.get("LOCAL_RANK", "0"))
     shared_gpu = False
     if device.type == "cuda":
@@ -64,6 +87,11 @@ def setup(device: torch.device) -> torch.device:
     if not is_main():
         os.environ["EPS_PROGRESS"] = "0"
     return device
+
+
+def joined() -> bool:
+    """Whether this process has joined the launcher's process group (``setup``); still True after ``teardown``."""
+    return _JOINED
 
 
 def teardown() -> None:
@@ -134,8 +162,9 @@ def broadcast_object(obj, src: int = 0):
 
 def on_main(fn):
     """``fn()`` run on rank 0 only, its result given to every rank. An exception there is re-raised on rank 0 and
-    raised as an ``EpsError`` with the same message on the others, so no rank waits for a rank that stopped."""
-    from eps.errors import EpsError
+    raised as a ``RankError`` with the same message on the others, so no rank waits for a rank that stopped and the
+    CLI prints the message once (rank 0's)."""
+    from eps.errors import RankError
     if world() == 1:
         return fn()
     result, problem, error = None, None, None
@@ -148,7 +177,7 @@ def on_main(fn):
     if error is not None:
         raise error
     if problem is not None:
-        raise EpsError(problem)
+        raise RankError(problem)  # rank 0 reports it: one line from one rank
     return result
 
 

@@ -32,3 +32,13 @@ class NumericalError(EpsError):
 
 class SpaceError(EpsError):
     """A search space cannot be used: its module fails to import, or it breaks the ``eps.space`` contract."""
+
+
+class Terminated(KeyboardInterrupt):
+    """The process received SIGTERM (what Slurm, Kubernetes and torchrun send before SIGKILL); handled as Ctrl-C is,
+    with exit status 143 (128 + SIGTERM) in the CLI. The message, when there is one, says where the run stopped."""
+
+
+class RankError(EpsError):
+    """Under torchrun: an error that another rank (rank 0) raised and reports, repeated here so that every rank stops
+    at the same point. The CLI prints nothing for it, so a refusal is one line from one rank."""

@@ -6,7 +6,9 @@ eps. Its keys:
 
 ``format``          ``"eps-model/1"``
 ``space``           the space's registered name (``"nb201"``); for a space kept outside eps, the reference it was
-                    registered from (``path/to/file.py:Class`` or ``package.module:Class``)
+                    registered from (``path/to/file.py:Class`` or ``package.module:Class``): only compared with the
+                    spaces registered where it is loaded, never imported
+``space_name``      the space's registered name (older files lack it)
 ``arch``            the architecture in the space's notation (``space.encode``)
 ``network``         the keyword arguments of the space's ``build_network(arch, **network)`` that rebuild the
                     standalone network exactly (classes, widths, depths, auxiliary head, dropouts)
@@ -17,8 +19,10 @@ eps. Its keys:
                     characters equal ``eps.distributed.state_digest`` of the same weights
 ``eps_version``     the eps that wrote the file
 
-``load_model`` needs nothing but the file (no params file, no data): it builds the space from ``space_settings``
-over the space's defaults, decodes ``arch``, calls ``build_network(arch, **network)`` and loads the weights strictly.
+``load_model`` needs nothing but the file (no params file, no data) for a built-in or installed space, and the
+space itself (registered, or passed as ``space=``) for one kept in a file: it builds the space from
+``space_settings`` over the space's defaults, decodes ``arch``, checks ``network`` against the space's bounds and the
+weights' shapes, calls ``build_network(arch, **network)`` and loads the weights strictly. No code the file names runs.
 """
 from __future__ import annotations
 
@@ -92,7 +96,7 @@ def save_model(path: str | Path, *, space: str, arch: str, network: Mapping[str,
     weights = _cpu_weights(state_dict)
     # Settings go through JSON so that every value is plain, and load validates them in pydantic's JSON mode.
     settings = json.loads(json.dumps(dict(space_settings or {}), default=str))
-    record = {"format": FORMAT, "space": space_reference(space), "arch": str(arch),
+    record = {"format": FORMAT, "space": space_reference(space), "space_name": space, "arch": str(arch),
               "network": plain_values(dict(network), "network"), "space_settings": settings,
               "state_dict": weights, "weights_sha256": weights_digest(weights), "eps_version": __version__}
     if input_spec is not None:
@@ -177,25 +181,68 @@ def read_model(path: str | Path) -> dict:
     return record
 
 
-def _space_of(record: dict, file: Path):
-    """The space instance the model was trained in: its class from ``record['space']``, configured by the saved
-    space settings over the space's defaults."""
+def _check_device(device) -> torch.device:
+    """``device`` as a torch.device this machine has; EpsError (one line) for a string torch does not know or a
+    device that is not here."""
+    if not isinstance(device, (str, torch.device)):
+        raise EpsError(f"device must be a str or torch.device such as 'cpu' or 'cuda:0', got {type(device).__name__}")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise EpsError(f"device {str(device)[:60]!r} is not a device torch knows; pass 'cpu', 'cuda', 'cuda:N' or "
+                       f"'mps'") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise EpsError(f"device {str(device)!r}: this machine has no usable CUDA device; pass device='cpu'")
+        if dev.index is not None and dev.index >= count:
+            raise EpsError(f"device {str(device)!r}: this machine has {count} CUDA device(s), cuda:0 to "
+                           f"cuda:{count - 1}; pass one of them or device='cpu'")
+    elif dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise EpsError(f"device {str(device)!r}: MPS is not available on this machine; pass device='cpu'")
+    elif dev.type == "meta":
+        raise EpsError("device 'meta' holds no weights; pass 'cpu' or a GPU")
+    return dev
+
+
+def _given_space(space) -> type:
+    """The class of ``load_model``'s ``space=`` argument: a registered name, a ``file.py:Class`` / ``module:Class``
+    reference (the caller's own choice, registered here), a space class or a space instance."""
+    import inspect as _inspect
+
+    from eps.spaces import check_space, resolve, space_class
+    if isinstance(space, str):
+        return space_class(resolve(space))
+    cls = space if _inspect.isclass(space) else type(space)
+    return check_space(cls, f"space={getattr(cls, '__qualname__', cls)!r}", build=False)
+
+
+def _space_of(record: dict, file: Path, space=None):
+    """The space instance the model was trained in, configured by the saved space settings over the space's
+    defaults. Its class is ``space`` when the caller passes one, else a space built into eps, installed, or
+    registered in this process that the file's ``space`` entry names: the file's reference is compared with those,
+    never imported (a model file is data; running code it names would run whatever a shared file says)."""
     from pydantic import ValidationError
 
     from eps.settings import error_lines
-    from eps.spaces import register_ref, resolve, space_class
+    from eps.spaces import registered_for, space_class
     ref = record["space"]
-    target = ref.rpartition(":")[0]
-    base = None
-    if (target.endswith(".py") or "/" in target or "\\" in target) and not Path(target).expanduser().is_absolute():
-        # A relative space file is relative to where the run was started, usually a folder above the run's outputs,
-        # so the model loads from any working directory while the project stays together.
-        base = next((d for d in file.resolve().parents if (d / target).is_file()), None)
-    try:
-        cls = space_class(register_ref(ref, base=base) if base is not None else resolve(ref))
-    except SpaceError as err:
-        raise SpaceError(f"{file} was trained in space {ref!r}, which cannot be used here ({err}); make that space "
-                         f"importable (install its package or keep its file at that path)") from None
+    recorded_name = record.get("space_name") if isinstance(record.get("space_name"), str) else None
+    if space is not None:
+        cls = _given_space(space)
+        trained_in = recorded_name or (ref if ":" not in ref else None)
+        if trained_in is not None and cls.name != trained_in:
+            raise SpaceError(f"{file} was trained in space {trained_in!r}, not in {cls.name!r} (space=); pass "
+                             f"that space") from None
+    else:
+        name = registered_for(ref, recorded_name)
+        if name is None:
+            fix = ("register the space in this process (eps.spaces.register_ref('path/to/file.py:Class')) or pass "
+                   "load_model(..., space=...)") if ":" in ref else \
+                "install the package that provides it, or pass load_model(..., space=...)"
+            raise SpaceError(f"{file} was trained in space {ref!r}, which is not built in or registered here; a "
+                             f"model file never imports the code it names: {fix}")
+        cls = space_class(name)
     try:
         section = cls.Params.model_validate_json(json.dumps({"space": record["space_settings"]}))
     except ValidationError as err:
@@ -205,31 +252,83 @@ def _space_of(record: dict, file: Path):
     return cls.from_params(section.model_dump(by_alias=True, mode="python"))
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+def _check_network(space, network: dict, file: Path, ref: str) -> None:
+    """The file's ``network`` sizes against the space's ``network_bounds``, before anything is built."""
+    for key, (low, high) in (getattr(space, "network_bounds", None) or {}).items():
+        value = network.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise EpsError(f"{file}: network {key}={str(value)[:40]} is not a whole number from {low:,} to "
+                           f"{high:,} (space {ref!r}); the file is damaged or not written by eps: rerun `eps stage "
+                           f"retrain` to write it again")
+
+
+def _fits(net: nn.Module, state: Mapping[str, torch.Tensor]) -> str | None:
+    """What keeps ``state`` from loading strictly into ``net`` (names, then shapes), or None."""
+    want = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    missing, extra = sorted(set(want) - set(state)), sorted(set(state) - set(want))
+    if missing or extra:
+        parts = ([f"missing {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}"] if missing else []) + \
+            ([f"unexpected {', '.join(extra[:3])}{' ...' if len(extra) > 3 else ''}"] if extra else [])
+        return "; ".join(parts)
+    for k, shape in want.items():
+        if tuple(state[k].shape) != shape:
+            return f"{k} has shape {list(state[k].shape)}, the network {list(shape)}"
+    return None
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu", space=None) -> nn.Module:
     """The trained standalone network of a run, rebuilt from its model file and returned in eval mode on
     ``device``. ``path``: an output root with one space (``runs``), a space's run folder (``runs/nb201``), its
     ``retrain`` folder or the ``model.pt`` file. The network's forward is the space's (e.g. NB201: images
     ``(N, 3, 32, 32)`` normalised floats -> logits ``(N, 10)``; DARTS CNN: ``(logits, aux)``).
 
+    ``space``: the space the model was trained in, when it is not built into eps or installed: a registered name, a
+    ``file.py:Class`` reference, a space class or instance (its class is configured from the file's settings).
+    Without it, a space kept in a file must have been registered in this process (``eps.spaces.register_ref``):
+    the file's ``space`` entry is only compared with the registered spaces, never imported, so a model file runs no
+    code. The file's ``network`` sizes are checked against the space's ``network_bounds`` and the network is built
+    on the meta device and compared with the weights' names and shapes before anything is allocated.
+
     Raises EpsError (one line naming the file and the fix) for a missing or foreign file, changed weights, a space
-    that cannot be imported, or weights that do not fit the rebuilt network. The global RNG is left untouched.
+    that is not built in, installed, registered or given, sizes out of bounds, weights that do not fit the rebuilt
+    network, or a device this machine does not have. The global RNG is left untouched.
     """
+    dev = _check_device(device)
     file = model_path(path)
     record = read_model(file)
-    space = _space_of(record, file)
+    ref = record["space"]
+    space_obj = _space_of(record, file, space)
     try:
-        arch = space.decode(record["arch"])
+        arch = space_obj.decode(record["arch"])
     except EpsError as err:
-        raise EpsError(f"{file}: its arch does not decode in space {record['space']!r} ({err}); use the eps version "
+        raise EpsError(f"{file}: its arch does not decode in space {ref!r} ({err}); use the eps version "
                        f"that wrote it ({record['eps_version']}) or rerun `eps stage retrain`") from None
-    # Building initialises weights from the global RNG; the caller's random state must not depend on loading.
+    network = record["network"]
+    _check_network(space_obj, network, file, ref)
+    # Shapes first, on the meta device (nothing allocated), so a forged width cannot allocate gigabytes before the
+    # weights are compared with it; then the real network. Building initialises weights from the global RNG: the
+    # caller's random state must not depend on loading.
     with torch.random.fork_rng(devices=[]):
         try:
-            net = space.build_network(arch, **record["network"])
+            with torch.device("meta"):
+                shape = space_obj.build_network(arch, **network)
         except TypeError as err:
-            raise EpsError(f"{file}: space {record['space']!r} cannot rebuild its network from "
-                           f"{sorted(record['network'])} ({err}); use the eps version that wrote it "
+            raise EpsError(f"{file}: space {ref!r} cannot rebuild its network from {sorted(network)} "
+                           f"({' '.join(str(err).split())[:200]}); use the eps version that wrote it "
                            f"({record['eps_version']})") from None
+        except (EpsError, ValueError, RuntimeError, OverflowError) as err:
+            raise EpsError(f"{file}: space {ref!r} cannot build the network the file describes "
+                           f"({type(err).__name__}: {' '.join(str(err).split())[:200]}); the file is damaged or "
+                           f"not written by eps: rerun `eps stage retrain` to write it again") from None
+        misfit = _fits(shape, record["state_dict"])
+        if misfit:
+            raise EpsError(f"{file}: the weights do not fit the network rebuilt from it ({misfit}); the file and "
+                           f"the space's build_network disagree: use the eps version that wrote it "
+                           f"({record['eps_version']})")
+        del shape
+        net = space_obj.build_network(arch, **network)
     try:
         net.load_state_dict(record["state_dict"], strict=True)
     except RuntimeError as err:
@@ -237,7 +336,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Modul
         raise EpsError(f"{file}: the weights do not fit the network rebuilt from it ({detail}); the file and the "
                        f"space's build_network disagree: use the eps version that wrote it "
                        f"({record['eps_version']})") from None
-    return net.to(torch.device(device)).eval()
+    try:
+        return net.to(dev).eval()
+    except torch.OutOfMemoryError:
+        raise EpsError(f"{file}: the network does not fit in the memory of {dev}; pass device='cpu'") from None
 
 
 __all__ = ["FORMAT", "load_model", "model_path", "plain_values", "read_model", "save_model", "space_reference",

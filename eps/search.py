@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from eps import distributed
+from eps import distributed, signals
 from eps.checkpoint import CheckpointDir
 from eps.settings import Number, Settings, as_settings
 from eps.errors import CheckpointError, NumericalError
@@ -221,7 +221,9 @@ def run_search(space: SearchSpace, task: SupernetTask, controller: Controller, c
             payload["on_round"] = on_round.state_dict()
         ckpt.save(payload)
 
-    with progress_bar(f"search ({controller.strategy})", total, t) as bar:
+    # A SIGTERM (one process) is taken at the end of the round: checkpointed there, then raised as Terminated.
+    with progress_bar(f"search ({controller.strategy})", total, t) as bar, \
+            signals.deferred(distributed.world() == 1):
         while t < total:
             if t > 0:
                 controller.evolve()
@@ -256,9 +258,10 @@ def run_search(space: SearchSpace, task: SupernetTask, controller: Controller, c
                 "fitness_mean": float(fit.mean()) if len(fit) else None, "measured": len(measured)}})
             if on_round is not None:
                 on_round(t)
-            if rounds_done % every == 0 or t >= total:
+            if rounds_done % every == 0 or t >= total or signals.pending():
                 save()
             bar.advance(n, f"train loss {last:.3f}  best fitness {float(fit.min()) if len(fit) else float('nan'):.3f}")
+            signals.stop(f"search checkpointed at iteration {t} of {total}")
     if total == 0:  # no round: the history still shows the population the search started from
         history.append(controller.snapshot(0))
     history.commit()

@@ -140,10 +140,10 @@ def error_lines(err: ValidationError, model: type[BaseModel]) -> list[str]:
         if kind == "extra_forbidden":
             tail = ".".join(loc[1:]) if len(loc) > 1 else ""
             if tail in _MOVED and _MOVED[tail].split(".")[1] in _allowed(model, [loc[0], "supernet"]):
-                lines.append(f"{path}: moved to {loc[0]}.{_MOVED[tail]} (see the README's migration notes)")
+                lines.append(f"{path}: moved to {loc[0]}.{_MOVED[tail]} (see the migration notes in CHANGELOG.md)")
             elif tail in _MOVED:
-                lines.append(f"{path}: removed, it had no effect in {loc[0]}; delete it (see the README's "
-                             f"migration notes)")
+                lines.append(f"{path}: removed, it had no effect in {loc[0]}; delete it (see the migration notes in "
+                             f"CHANGELOG.md)")
             else:
                 lines.append(f"{path}: unknown key (allowed here: {', '.join(_allowed(model, loc[:-1]))})")
             continue

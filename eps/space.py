@@ -26,6 +26,12 @@ from eps.predictor import Featurizable  # noqa: F401  (a capability of spaces, d
 
 Arch = Hashable
 
+# Upper bounds on the sizes of a standalone network that a machine can build (``eps arch params`` options, whose
+# CLI keeps a copy in MAX_SIZE_OPTION so that it starts without torch, and the network a model file rebuilds): wider
+# or deeper ones would allocate hundreds of GB, or take minutes just to construct, before anything could check them.
+# A space declares which of its ``build_network`` keywords they bound in ``network_bounds`` (keyword -> (min, max)).
+MAX_CLASSES, MAX_CHANNELS, MAX_LAYERS = 10**7, 10**5, 1000
+
 
 @runtime_checkable
 class ProgressBar(Protocol):
@@ -146,7 +152,11 @@ class SearchSpace(Protocol):
         """The standalone network of ``arch``, freshly initialised, built from ``network`` (a retrain task's
         ``network_config``, as ``retrain/model.pt`` saves it) and not from the space's own settings, so
         ``eps.load_model`` rebuilds a trained network from its file alone. Keys left out take the space's settings
-        (``num_params`` and the retrain task call it that way). Raises TypeError for a key it does not know."""
+        (``num_params`` and the retrain task call it that way). Raises TypeError for a key it does not know.
+
+        Optional: a class attribute ``network_bounds`` (keyword -> ``(min, max)`` whole numbers, e.g.
+        ``{"channels": (1, MAX_CHANNELS)}``) bounds the sizes ``eps.load_model`` accepts from a file before it
+        builds anything."""
 
     def num_params(self, arch: Arch, **options: Any) -> int:
         """Parameter count of the standalone network (the space's reporting convention). Options the CLI passes:

@@ -3,7 +3,7 @@ on CIFAR-10. Use it without touching eps:
 
     eps run --space examples/chain_space.py:ChainSpace --params examples/chain.yaml --out runs-chain
 
-The README's "Adding a search space" walks through this file. Everything a space must provide is here; everything
+docs/tutorials/own-space.md walks through this file. Everything a space must provide is here; everything
 else (the EPS controller, warm-up and search loops, selection, retraining loop, checkpoints, reports, DVC stages)
 comes from eps.
 """

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from typer.core import TyperCommand
+from typer.core import TyperCommand, TyperGroup
 
 SPACES = "the registered spaces"   # replaced by their names when a help page is shown (Command)
 
@@ -28,6 +28,25 @@ def _complete_space(incomplete: str) -> list[str]:
     return [n for n in _space_names() if n.startswith(incomplete)]
 
 
+def _narrow() -> bool:
+    """Whether rich would draw the help page narrower than it can be read: rich takes COLUMNS as the width (0 draws
+    nothing at all, 20 a box one word wide); click's plain page wraps at 50 columns at least."""
+    import os
+    columns = os.environ.get("COLUMNS", "")
+    return columns.isdigit() and int(columns) < 40
+
+
+def _plain_help(command, ctx, formatter) -> None:
+    """The help page, drawn by rich, or plain when the terminal is too narrow for rich's boxes (see ``_narrow``)."""
+    if not _narrow():
+        return super(type(command), command).format_help(ctx, formatter)
+    mode, command.rich_markup_mode = command.rich_markup_mode, None
+    try:
+        return super(type(command), command).format_help(ctx, formatter)
+    finally:
+        command.rich_markup_mode = mode
+
+
 class Command(TyperCommand):
     """A command whose help names the registered spaces; they are looked up only when the help page is shown, so
     ``eps`` starts as fast as without the list."""
@@ -36,18 +55,87 @@ class Command(TyperCommand):
         for param in self.params:
             if isinstance(getattr(param, "help", None), str) and SPACES in param.help:
                 param.help = param.help.replace(SPACES, ", ".join(_space_names()))
-        return super().format_help(ctx, formatter)
+        return _plain_help(self, ctx, formatter)
 
 
-app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
+def _color() -> bool | None:
+    """False under NO_COLOR (https://no-color.org: set and not empty), else None: colour on a terminal only."""
+    import os
+    return False if os.environ.get("NO_COLOR") else None
+
+
+def _say(line: str, **style) -> None:
+    """One line on stderr; never raises (a closed stderr has nothing more to tell)."""
+    try:
+        typer.secho(line, err=True, color=_color(), **style)
+    except Exception:
+        pass
+
+
+def _usage_line(err, path: str) -> str:
+    """A click usage error (unknown option or command, missing or bad value) as one plain line naming the help of
+    the command it is about (``path``, e.g. ``eps stage search``)."""
+    text = " ".join(str(err.format_message()).split()).rstrip(".") or "bad usage"
+    ctx = getattr(err, "ctx", None)
+    return f"error: {text[0].lower() + text[1:]}; see {ctx.command_path if ctx is not None else path} --help"
+
+
+def _command_path(group, args, prog: str = "eps") -> str:
+    """The deepest command that ``args`` name (``eps stage search`` for ``stage search --foo``): a usage error
+    without a context still names the help page that lists the right options."""
+    import sys
+    path, command = [prog], group
+    for arg in (sys.argv[1:] if args is None else list(args)):
+        sub = getattr(command, "commands", {}).get(arg)
+        if sub is None:
+            break
+        path.append(arg)
+        command = sub
+    return " ".join(path)
+
+
+class Group(TyperGroup):
+    """eps's command groups: help readable at any width; the top level's ``main`` makes every usage error one plain
+    line with exit 2 (click's and typer's own way is a multi-line rich box, empty at COLUMNS=0)."""
+
+    def format_help(self, ctx, formatter):
+        return _plain_help(self, ctx, formatter)
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        import sys
+        from eps import signals
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.TyperException as err:  # click's exceptions (typer vendors click; this is their public base)
+            if type(err).__name__ == "NoArgsIsHelpError":  # `eps stage`: the group's help, drawn already by rich
+                if err.format_message():
+                    typer.echo(err.format_message(), color=_color())
+            else:
+                usage = err.exit_code == 2
+                _say(_usage_line(err, _command_path(self, args, prog_name or "eps")) if usage else
+                     f"error: {' '.join(err.format_message().split())}", fg="red")
+            code = err.exit_code
+        except typer.Abort:
+            _say("aborted", fg="yellow")
+            code = 1
+        if code == 130 and signals.received():  # typer turned a SIGTERM outside any command into Ctrl-C's code
+            code = 143
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(cls=Group, no_args_is_help=True, pretty_exceptions_enable=False,
+                  context_settings={"help_option_names": ["-h", "--help"]},
                   help="EPS: evolving the proxy search space, a random-sampling weight-sharing NAS method.")
-stage_app = typer.Typer(no_args_is_help=True, help="Run one pipeline stage.")
-arch_app = typer.Typer(no_args_is_help=True, help="Inspect architectures.")
-nb201_app = typer.Typer(no_args_is_help=True, help="NAS-Bench-201 ground truth.")
+stage_app = typer.Typer(cls=Group, no_args_is_help=True, help="Run one pipeline stage.")
+arch_app = typer.Typer(cls=Group, no_args_is_help=True, help="Inspect architectures.")
+nb201_app = typer.Typer(cls=Group, no_args_is_help=True, help="NAS-Bench-201 ground truth.")
 app.add_typer(stage_app, name="stage")
 app.add_typer(arch_app, name="arch")
 app.add_typer(nb201_app, name="nb201")
-study_app = typer.Typer(no_args_is_help=True, help="Studies of the method against a benchmark's ground truth.")
+study_app = typer.Typer(cls=Group, no_args_is_help=True,
+                        help="Studies of the method against a benchmark's ground truth.")
 app.add_typer(study_app, name="study")
 
 SpaceOpt = typer.Option(None, "--space", "-s", autocompletion=_complete_space,
@@ -82,7 +170,8 @@ def _os_error_line(err: OSError) -> str:
     import errno
     import os
     what = (err.strerror or os.strerror(err.errno)) if err.errno else (str(err) or type(err).__name__)
-    paths = [os.fsdecode(p) for p in (err.filename, err.filename2) if p is not None and not isinstance(p, int)]
+    paths = [_escaped(os.fsdecode(p)) for p in (err.filename, err.filename2)
+             if p is not None and not isinstance(p, int)]
     line = f"{' -> '.join(paths)}: {what}" if paths else what
     hint = {errno.ENOSPC: "free some space and run the same command again (it resumes from the last checkpoint)",
             errno.EDQUOT: "free some space and run the same command again (it resumes from the last checkpoint)",
@@ -97,21 +186,30 @@ def _os_error_line(err: OSError) -> str:
 
 
 _AS_PROGRAM = False     # set by main(): the process is the `eps` program, not a library caller (tests, CliRunner)
-_INTERRUPTED = False
+_INTERRUPTED = 0        # the exit status of the first Ctrl-C (130) or SIGTERM (143), once one has been handled
 
 
-def _quiet_second_interrupt() -> None:
-    """After the first Ctrl-C of the `eps` program, a second one (while finally blocks and atexit handlers such as
-    torch's run) ends the process at once with 130 instead of a traceback; and once the atexit handlers are done the
-    process exits with 130 without the interpreter's slow teardown, where Ctrl-C would kill it by signal. Outputs are
-    written atomically, so nothing is torn."""
+def _quiet_second_interrupt(code: int) -> None:
+    """After the first Ctrl-C or SIGTERM of the `eps` program, a second one (while finally blocks and atexit handlers
+    such as torch's run) ends the process at once with ``code`` instead of a traceback; and once the atexit handlers
+    are done the process exits with ``code`` without the interpreter's slow teardown, where a signal would kill it.
+    Outputs are written atomically, so nothing is torn."""
     global _INTERRUPTED
     if not _AS_PROGRAM:
         return
+    _INTERRUPTED = code
+    _quiet_signals(code)
+
+
+def _quiet_signals(code: int) -> None:
+    """Once the one line is out, a Ctrl-C or SIGTERM during the shutdown (torchrun stops the other ranks with SIGTERM
+    when one fails) ends the process with ``code``, without a second message or a traceback."""
+    if not _AS_PROGRAM:
+        return
     import signal
-    _INTERRUPTED = True
     try:
-        signal.signal(signal.SIGINT, lambda signum, frame: _exit_now(130))
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda signum, frame: _exit_now(code))
     except ValueError:  # not the main thread: nothing to install
         pass
 
@@ -130,53 +228,126 @@ def _exit_now(code: int) -> None:
 def _exit_after_interrupt() -> None:
     """Registered by main() before any command runs, so it runs after every atexit handler a command registers."""
     if _INTERRUPTED:
-        _exit_now(130)
+        _exit_now(_INTERRUPTED)
+
+
+def _escaped(text: str) -> str:
+    """``text`` on one line: a newline, tab or terminal escape (in a path the user typed: ``--out $'a\\nb'``) is
+    written as Python writes it in a string literal (``\\n``, ``\\x1b``), so one error stays one line."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+
+
+def _text(err: BaseException, limit: int = 300) -> str:
+    """An exception's message as one line, whatever it is (not a str, several lines, a ``__str__`` that raises)."""
+    try:
+        text = str(err)
+    except Exception:
+        text = ""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return " ".join(lines[0].split())[:limit] if lines else ""
+
+
+def _speaks(err: BaseException) -> bool:
+    """Under torchrun one rank reports: rank 0, or another rank for a cause only it saw. An error repeated from rank
+    0 (``RankError``), an input error found before the ranks met, an interrupt (every rank gets it) or a lost peer
+    (rank 0 names it) is left to rank 0. The
+    launcher's RANK is read, not the process group's: the group is gone by the time a stage's error arrives here."""
+    import os
+    from eps import distributed
+    from eps.errors import EpsError, RankError
+    if os.environ.get("RANK", "0").strip() in ("", "0"):
+        return True
+    if isinstance(err, EpsError) and not distributed.joined():
+        return False  # found before the ranks met (params, options): every rank found the same, rank 0 says it
+    return not isinstance(err, (RankError, KeyboardInterrupt)) and not distributed.peer_lost(err)
+
+
+def _describe(err: BaseException) -> tuple[int, str | None]:
+    """(exit status, the one line for ``err`` or None for none): 2 for the user's input or machine, 130 Ctrl-C, 143
+    SIGTERM, 141 a closed stdout, 1 an error eps does not anticipate."""
+    import errno
+    import os
+    import sys
+    from eps import distributed
+    from eps.errors import EpsError, RankError, Terminated
+    if isinstance(err, KeyboardInterrupt):
+        if not isinstance(err, Terminated):
+            return 130, "interrupted; run the same command again to resume from the last checkpoint"
+        where = _text(err)
+        # under torchrun a SIGTERM comes from the launcher: the job was stopped, or another rank failed (torchrun
+        # then stops the others and reports that rank after this line)
+        why = ("SIGTERM from torchrun: the job was stopped or another rank failed" if distributed.launched()
+               else "SIGTERM")
+        return 143, (f"terminated ({why}){'; ' + where if where else ''}; run the same command again to resume from "
+                     f"the last checkpoint")
+    if isinstance(err, BrokenPipeError) or (isinstance(err, OSError) and err.errno == errno.EPIPE):
+        # the reader of stdout stopped (`eps report | head -1`): end quietly with 141 (128 + SIGPIPE), what a
+        # program killed by SIGPIPE such as `git log | head -1` returns, so `set -o pipefail` sees a cut output;
+        # stdout goes to /dev/null so the interpreter's last flush does not fail again
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except Exception:
+            pass
+        return 141, None
+    if isinstance(err, RankError):
+        return 2, None
+    if isinstance(err, EpsError):
+        text = str(err)
+        # several problems with params stay one per line (_one_problem_line); any other message is one line, a
+        # newline in a path included
+        return 2, f"error: {text if 'problem(s) with params' in text else _escaped(text.strip())}"
+    from eps.spaces import plugin_failure
+    plugin = plugin_failure(err) if isinstance(err, Exception) else None
+    if plugin:  # a plugin's own bug is the plugin's to fix, not eps's to be reported
+        return 2, f"error: {_escaped(plugin)}"
+    if distributed.peer_lost(err):
+        return 2, (f"error: rank lost: another rank of this torchrun job stopped ({_text(err, 160)}); resume with "
+                   f"the same command once every node is up")
+    if isinstance(err, OSError):
+        return 2, f"error: {_os_error_line(err)}"
+    if isinstance(err, RecursionError):
+        return 2, ("error: an input file is nested too deeply to be a params file, split file or history; check the "
+                   "file named in the command")
+    if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError":
+        what = _text(err, 200)
+        return 2, (f"error: out of memory{' (' + what + ')' if what else ''}; reduce batch_size, channels or layers, "
+                   f"or use a machine with more memory")
+    if isinstance(err, RuntimeError) and ("allocate" in _text(err) or "overflow" in _text(err)):
+        return 2, (f"error: this configuration does not fit the machine ({_text(err, 200)}); use smaller widths, "
+                   f"depths, batches or learning rates")
+    what = _text(err)  # no traceback ever: one line, and the traceback on request
+    return 1, (f"error: unexpected {type(err).__name__}{': ' + what if what else ''}; rerun with EPS_DEBUG=1 for the "
+               f"traceback and report it")
 
 
 def friendly(fn):
-    """Turn EpsError (and an operating-system error: disk full, read-only or missing paths) into one line + exit 2,
-    and Ctrl-C into a resume hint + exit 130."""
+    """Turn any error of a command into one line on stderr and an exit status (``_describe``): EpsError and an
+    operating-system error (disk full, read-only or missing paths) exit 2, Ctrl-C 130 and SIGTERM 143 with a resume
+    hint. The handler itself never raises; ``EPS_DEBUG=1`` shows the traceback of an unexpected error."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from eps.errors import EpsError
+        import os
         try:
             return fn(*args, **kwargs)
-        except EpsError as err:
-            typer.secho(f"error: {err}", fg="red", err=True)
-            raise typer.Exit(2) from None
-        except OSError as err:
-            typer.secho(f"error: {_os_error_line(err)}", fg="red", err=True)
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            _quiet_second_interrupt()
-            typer.secho("interrupted; run the same command again to resume from the last checkpoint",
-                        fg="yellow", err=True)
-            raise typer.Exit(130) from None
-        except RecursionError:
-            typer.secho("error: an input file is nested too deeply to be a params file, split file or history; "
-                        "check the file named in the command", fg="red", err=True)
-            raise typer.Exit(2) from None
-        except (MemoryError, RuntimeError) as err:
-            text = str(err)
-            if isinstance(err, RuntimeError) and "allocate" not in text and "overflow" not in text:
-                return _unexpected(err)
-            typer.secho(f"error: this configuration does not fit the machine ({text.splitlines()[0][:200]}); use "
-                        f"smaller widths, depths, batches or learning rates", fg="red", err=True)
-            raise typer.Exit(2) from None
-        except Exception as err:  # no traceback ever: one line, and the traceback on request
-            return _unexpected(err)
+        except (typer.Exit, typer.TyperException, typer.Abort, SystemExit, GeneratorExit):
+            raise
+        except BaseException as err:
+            try:
+                code, line = _describe(err)
+                if code == 1 and os.environ.get("EPS_DEBUG"):
+                    raise err
+                if code in (130, 143):
+                    _quiet_second_interrupt(code)
+                if line and _speaks(err):
+                    _say(line, fg="yellow" if code in (130, 143) else "red")
+            except BaseException as again:
+                if again is err:
+                    raise
+                _say("error: eps could not describe the error; rerun with EPS_DEBUG=1 for the traceback")
+                code = 1
+            _quiet_signals(code)
+            raise typer.Exit(code) from None
     return wrapper
-
-
-def _unexpected(err: Exception):
-    """An error eps does not anticipate: one line, exit 1; ``EPS_DEBUG=1`` shows the traceback."""
-    import os
-    if os.environ.get("EPS_DEBUG"):
-        raise err
-    first = (str(err).splitlines() or [""])[0][:300]
-    typer.secho(f"error: unexpected {type(err).__name__}: {first}; rerun with EPS_DEBUG=1 for the traceback and "
-                f"report it", fg="red", err=True)
-    raise typer.Exit(1) from None
 
 
 def _one_problem_line(text: str) -> str:
@@ -291,16 +462,45 @@ def run(space: str = SpaceOpt, params: Optional[Path] = ParamsOpt, out: Path = O
 
 @app.command(cls=Command)
 @friendly
-def report(space: Optional[str] = typer.Option(None, "--space", "-s", autocompletion=_complete_space,
+def report(runs: Optional[List[Path]] = typer.Argument(
+               None, show_default=False, metavar="RUN",
+               help="Run folders (output roots, like --out); several: seeds of one experiment, reported together."),
+           space: Optional[str] = typer.Option(None, "--space", "-s", autocompletion=_complete_space,
                                                help=f"Report one space, one of {SPACES} (default: all in params)."),
-           params: Optional[Path] = ParamsOpt, out: Path = OutOpt):
-    """Print rich summaries of the finished stages and write PNG plots to OUT/SPACE/report/.
+           params: Optional[Path] = ParamsOpt,
+           out: Optional[List[Path]] = typer.Option(None, "--out", "-o", show_default=False, metavar="OUT",
+                                                    help="Output root of a run (repeat it for several seeds; "
+                                                         "default: runs)."),
+           settings: bool = typer.Option(False, "--settings", help="Also print the settings table (report.txt "
+                                                                   "always has it)."),
+           into: Optional[Path] = typer.Option(None, "--into", help="With several run folders: where seeds.txt, "
+                                                                     "seeds.json and seeds.svg/.png go (default: "
+                                                                     "seeds-SPACE beside the run folders).")):
+    """Print a run's results (chosen architecture first), write report.txt and SVG/PNG figures to OUT/SPACE/report/.
+
+    Several run folders (seeds of one experiment): per-seed numbers, mean and std, and one mean +- std figure.
 
     A finished run is reported with the params it recorded, unless --params is given."""
+    from eps.errors import EpsError
     from eps.pipeline import report as report_stage
+    folders = [*(out or []), *(runs or [])] or [Path("runs")]
+    seen: dict = {}
+    for f in folders:
+        if f.resolve() in seen:
+            raise EpsError(f"run folder {f} is given twice (as {seen[f.resolve()]} too); give each run once")
+        seen[f.resolve()] = f
+    if into is not None and len(folders) == 1:
+        raise EpsError("--into is for several run folders (seeds); one run's report goes to OUT/SPACE/report/")
+    from eps.errors import ConfigError
     name, p = _params(params, space)
+    if not name and not p["spaces"]:
+        raise ConfigError("the params list no spaces (spaces: []), so there is nothing to report; list the spaces "
+                          "of the run in `spaces`, or choose one with --space")
     for each in ([name] if name else p["spaces"]):
-        report_stage.report(each, p, out, explicit=params is not None)
+        if len(folders) == 1:
+            report_stage.report(each, p, folders[0], explicit=params is not None, settings=settings)
+        else:
+            report_stage.report_many(each, p, folders, explicit=params is not None, into=into)
 
 
 @app.command("params", cls=Command)
@@ -466,9 +666,11 @@ def main():
     import atexit
     import os
     global _AS_PROGRAM
+    from eps import signals
     _AS_PROGRAM = True
     atexit.register(_exit_after_interrupt)
-    app(color=False if os.environ.get("NO_COLOR") else None)
+    signals.install()  # SIGTERM (Slurm, Kubernetes, torchrun) ends a command as Ctrl-C does, with status 143
+    app(color=_color())
 
 
 if __name__ == "__main__":

@@ -31,9 +31,10 @@ PARAMS_FILE, RUN_FILE = "params.yaml", "run.json"
 
 
 def _portable_plugins(refs: list[str]) -> list[str]:
-    """Plugin references that still resolve from another folder: a ``file.py:Class`` made absolute."""
-    from eps.spaces import absolute_ref
-    return [absolute_ref(r) for r in refs]
+    """Plugin references as records keep them: a ``file.py:Class`` relative to the params file that named it, so a
+    plugin project copied elsewhere still matches its run folders (``eps.spaces.portable_ref``)."""
+    from eps.spaces import portable_ref
+    return [portable_ref(r) for r in refs]
 
 
 def warmup_search_keys(search_keys) -> list[str]:
@@ -295,6 +296,11 @@ def params_for_report(root: Path, space: str, params: dict, explicit: bool) -> d
             if isinstance(recorded.get(space), dict) and head in recorded[space]:
                 section[head] = recorded[space][head]
         merged[space] = section
+    # A run folder is data: the plugins its records name are never imported (a shared or downloaded folder could name
+    # any code). The spaces come from the user's own params and --space only, as the recorded ones only compared.
+    from eps.spaces import origin_ref
+    own = origin_ref(space)
+    merged["plugins"] = list(dict.fromkeys([*(params.get("plugins") or []), *([own] if own else [])]))
     try:
         shown = load_params(overrides=merged)
     except ConfigError as err:

@@ -13,7 +13,7 @@ from eps import distributed
 from eps import io as eio
 from eps.api import read_history
 from eps.checkpoint import CheckpointDir
-from eps.errors import EpsError
+from eps.errors import EpsError, RankError
 from eps.params import data_root
 from eps.progress import console
 from eps.spaces import cli_name
@@ -135,7 +135,7 @@ def ranks_locked(paths: RunPaths, stage: str):
         if world > 1:
             problem = next((p for p in distributed.all_gather_object(problem) if p), None)
             if problem:
-                raise EpsError(problem)
+                raise EpsError(problem) if main else RankError(problem)  # rank 0 reports it
         yield
 
 

@@ -10,7 +10,7 @@ the upstream files it read, descriptive strings such as the strategy or the retr
     <space>/search/   supernet.pt  history.jsonl  population.csv  dvclive/  timing.json
     <space>/select/   selection.json  candidates.csv  arch.txt
     <space>/retrain/  model.pt  curve.csv  dvclive/  timing.json
-    <space>/report/   report.txt  *.png
+    <space>/report/   report.txt  *.svg *.png (300 dpi)
     <space>/.work/<stage>/   checkpoints, the in-progress history and live curves (not a DVC output, so they
                              survive reruns)
     <space>/.work/<stage>.lock   held while a stage writes (one writer per run folder)

@@ -117,7 +117,10 @@ def test_redo_and_explicit_params_reach_the_stage_functions(tmp_path, monkeypatc
     assert res.exit_code == 0, res.output
     res = runner.invoke(cli.app, ["report", "--space", "nb201", "--params", "params.yaml", "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
-    assert calls == [("report", {"explicit": False}), ("report", {"explicit": True})]
+    res = runner.invoke(cli.app, ["report", "--space", "nb201", "--settings", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert calls == [("report", {"explicit": False, "settings": False}),
+                     ("report", {"explicit": True, "settings": False}), ("report", {"explicit": False, "settings": True})]
 
 
 def test_unknown_space_is_one_line_listing_the_choices(tmp_path):

@@ -132,7 +132,9 @@ def test_tiny_pipeline_through_the_cli(name, tmp_path):
     assert metrics["params"] == sp.num_params(sp.decode(chosen))
     # a rebuilt trained network from the plain model file (a fresh process: this one's registry may hold another
     # copy of a plugin space under the same name)
-    code = f"import eps; print(sum(p.numel() for p in eps.load_model({str(root)!r}).parameters()))"
+    given = str(REPO / PLUGINS[name]) if name in PLUGINS else None  # a plugin's model file imports nothing itself
+    code = (f"import eps; print(sum(p.numel() for p in eps.load_model({str(root)!r}, space={given!r})"
+            f".parameters()))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=eps_env(True))
     assert proc.returncode == 0 and int(proc.stdout.strip()) >= metrics["params"], proc.stderr
     assert (root / "report" / "report.txt").read_text().strip()

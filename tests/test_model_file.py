@@ -277,8 +277,8 @@ def test_a_plugin_space_is_saved_under_its_reference_and_loads_back(tmp_path):
 
 def test_a_relative_plugin_reference_loads_from_any_working_directory(tmp_path):
     """A run started in a project with ``--space examples/chain_space.py:ChainSpace`` keeps that reference; the
-    model loads from elsewhere by looking for the file in the folders above the model file (fresh processes, so
-    this process's registry plays no part)."""
+    model loads from elsewhere once the loading process registers the space or names it (fresh processes, so this
+    process's registry plays no part). The file's reference alone imports nothing (tests/test_faults_code.py)."""
     project = tmp_path / "project"
     (project / "examples").mkdir(parents=True)
     (project / "examples" / "chain_space.py").write_text((REPO / "examples" / "chain_space.py").read_text())
@@ -294,10 +294,13 @@ def test_a_relative_plugin_reference_loads_from_any_working_directory(tmp_path):
     subprocess.run([sys.executable, "-c", save], cwd=project, check=True,
                    env={**eps_env(True), "PYTHONPATH": str(REPO)})
     assert read_model(project / "runs" / "chain")["space"] == "examples/chain_space.py:ChainSpace"
-    load = f"import eps; print(type(eps.load_model({str(project / 'runs')!r})).__name__)"
-    out = subprocess.run([sys.executable, "-c", load], cwd=tmp_path, capture_output=True, text=True,
-                         env=eps_env(True))
-    assert out.returncode == 0 and out.stdout.strip() == "ChainStandalone", out.stderr
+    ref = "project/examples/chain_space.py:ChainSpace"
+    for load in (f"import eps; print(type(eps.load_model({str(project / 'runs')!r}, space={ref!r})).__name__)",
+                 f"import eps, eps.spaces; eps.spaces.register_ref({ref!r}); "
+                 f"print(type(eps.load_model({str(project / 'runs')!r})).__name__)"):
+        out = subprocess.run([sys.executable, "-c", load], cwd=tmp_path, capture_output=True, text=True,
+                             env=eps_env(True))
+        assert out.returncode == 0 and out.stdout.strip() == "ChainStandalone", out.stderr
 
 
 def test_a_space_without_build_network_is_refused(tmp_path):

@@ -39,37 +39,28 @@ def bench():
     return GroundTruth.load(DATA_ROOT)
 
 
-def report_cli(params, out, **env) -> subprocess.CompletedProcess:
-    """`eps report` with stdout a pipe and the given environment changes (a value of None removes the variable)."""
+def report_cli(params, *folders, extra=(), **env) -> subprocess.CompletedProcess:
+    """`eps report` of run folders (``--out`` each) with stdout a pipe and the given environment changes (a value of
+    None removes the variable)."""
     full = eps_env(one_thread=True)
     for k, v in env.items():
         full.pop(k, None) if v is None else full.__setitem__(k, v)
-    proc = subprocess.run([EPS, "report", "--space", "nb201", "--params", str(params), "--out", str(out)], env=full,
-                          capture_output=True, text=True, encoding="utf-8")
+    outs = [a for f in folders for a in ("--out", str(f))]
+    proc = subprocess.run([EPS, "report", "--space", "nb201", *(["--params", str(params)] if params else []), *outs,
+                           *extra], env=full, capture_output=True, text=True, encoding="utf-8")
     assert proc.returncode == 0, proc.stderr
     return proc
 
 
-# The report's rule: every table line fits the width (the terminal's, or report.txt's FILE_WIDTH); the architectures
-# are repeated after the tables, each whole on a line of its own that may be longer (so it can be pasted; a terminal
-# wraps it softly). How long those lines are depends on the cells the run chose, so on the machine.
-ARCH_PREFIXES = tuple(f"{rule}: " for rule in rep.RULES) + ("retrained: ",)
-
-
-def table_lines(text: str) -> list[str]:
-    """The lines of ``text`` that are not the pasteable architecture lines."""
-    return [line for line in text.splitlines() if not line.startswith(ARCH_PREFIXES)]
-
-
-def arch_lines(root: Path) -> set[str]:
-    """The pasteable architecture lines the report must print for the run under ``root``, whole."""
+def archs_of(root: Path) -> set[str]:
+    """The distinct architectures of the run under ``root``: both rules' choices and the retrained one."""
     sel = json.loads((root / "select/selection.json").read_text())
-    return {f"size_prior: {sel['size_prior']['arch']}", f"prior_free: {sel['prior_free']['arch']}",
-            f"retrained: {sel['arch']}"}
+    retrained = json.loads((root / "retrain/run.json").read_text())["arch"]
+    return {sel["size_prior"]["arch"], sel["prior_free"]["arch"], sel["arch"], retrained}
 
 
 def squeeze(text: str) -> str:
-    """The text without whitespace and table borders: what a folded cell reads as."""
+    """The text without whitespace and table borders: what a folded cell or line reads as."""
     return re.sub(rf"[\s{BOX}]", "", text)
 
 
@@ -80,7 +71,7 @@ def on_one_line(lines: list[str], number: str) -> bool:
 
 
 def expected_numbers(root: Path) -> list[str]:
-    """Number cells the report shows, as it formats them (4 decimals for losses, 2 for benchmark accuracies ...)."""
+    """Number cells the report shows, by the one rule per quantity: percent 2 decimals, nats 4, tau 3, M params 4."""
     search = json.loads((root / "search/metrics.json").read_text())
     sel = json.loads((root / "select/selection.json").read_text())
     retrain = json.loads((root / "retrain/metrics.json").read_text())
@@ -88,49 +79,73 @@ def expected_numbers(root: Path) -> list[str]:
     pop = sel["population"]
     return [str(search["iterations"]), str(search["rounds"]), f"{search['last_train_loss']:.4f}",
             f"{sel['size_prior']['loss']:.4f}", f"{sel['size_prior']['params'] / 1e6:.4f}",
-            f"{gt['cifar10_valid']:.2f}", f"{gt['cifar10_test']:.2f}", f"{gt['rank']} / {gt['rank_of']}",
-            f"{pop['mean_acc']:.2f}", f"{pop['max_acc']:.2f}", f"{pop['tau_all']:.3f}",
-            f"{retrain['test_acc']:.4f}", f"{retrain['test_loss']:.4f}", f"{retrain['train_loss']:.4f}",
-            f"{retrain['params'] / 1e6:.4f}"]
+            f"{gt['cifar10_valid']:.2f}", f"{gt['cifar10_test']:.2f}", f"{gt['rank']}/{gt['rank_of']}",
+            f"{pop['mean_acc']:.2f}", f"{pop['max_acc']:.2f}", f"{pop['tau_all']:.3f}", f"{pop['rho_all']:.3f}",
+            f"{retrain['test_acc']:.2f}", f"{retrain['test_loss']:.4f}", f"{retrain['train_loss']:.4f}",
+            f"{retrain['train_acc']:.2f}", f"{retrain['params'] / 1e6:.4f}"]
 
 
-def test_report_fits_80_columns_without_breaking_values(finished_run):
+def decimals_ok(lines: list[str]) -> list[str]:
+    """The table rows whose number breaks the rule of its unit (``(%)`` 2 decimals, ``(nats)`` 4, tau/rho 3)."""
+    bad = []
+    for line in lines:
+        cells = [c.strip() for c in re.split(rf"[{BOX}]", line) if c.strip()]
+        if len(cells) < 2:
+            continue
+        want = 2 if "(%)" in cells[0] else 4 if "(nats)" in cells[0] else 3 if re.search(r"tau|rho", cells[0]) else None
+        for value in cells[1:]:
+            if want is not None and value != "-" and not re.fullmatch(rf"-?\d+\.\d{{{want}}}", value):
+                bad.append(line)
+    return bad
+
+
+def test_report_results_first_each_arch_once_in_80_columns(finished_run):
     params, out = finished_run
     root = out / "nb201"
     proc = report_cli(params, out, COLUMNS="80", TERM="xterm-256color", FORCE_COLOR=None, NO_COLOR=None)
-    lines = proc.stdout.splitlines()
-    # the architectures are repeated after the tables, one per line, never broken; everything else fits 80 columns
-    pasteable = arch_lines(root)
-    assert pasteable <= set(lines) and set(lines) - set(table_lines(proc.stdout)) == pasteable, proc.stdout
-    table = table_lines(proc.stdout)
-    assert max(len(line) for line in table) <= 80, "\n".join(line for line in table if len(line) > 80)
-    assert "\x1b" not in proc.stdout  # a pipe gets no colour
-    for title in ("settings", "search summary", "chosen architecture", "chosen cells on the benchmark",
-                  "final population vs ground truth", "retrain result"):
-        assert title in proc.stdout, title
+    text, lines = proc.stdout, proc.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80, "\n".join(line for line in lines if len(line) > 80)
+    assert "\x1b" not in text  # a pipe gets no colour
+    flat = squeeze(text)
+    for arch in archs_of(root):
+        assert len(arch) > 80 and flat.count(squeeze(arch)) == 1, arch  # longer than the terminal, folded, once
     sel = json.loads((root / "select/selection.json").read_text())
-    flat = squeeze(proc.stdout)
-    for arch in (sel["size_prior"]["arch"], sel["prior_free"]["arch"], sel["arch"]):
-        assert len(arch) > 60 and squeeze(arch) in flat, arch  # longer than its column: folded, and whole
-    assert "…" not in proc.stdout and "..." not in proc.stdout  # nothing cut
+    first = next(i for i, line in enumerate(lines) if line.startswith("A = "))  # after the run's one header
+    assert "chosen architecture" in lines[0] and first <= 2
+    assert squeeze("".join(lines[first:first + 2]))[2:].startswith(squeeze(sel["arch"]))
+    # the first screen (24 lines): the results and the search quality, before any detail; no settings
+    first_screen = "\n".join(lines[:24])
+    for item in ("retrained test acc (%)", "benchmark C10 test (%)", "benchmark rank", "Kendall tau"):
+        assert item in first_screen, item
+    assert text.index("results") < text.index("search quality") < text.index("search details") < \
+        text.index("retrain details")
+    assert "settings\n" not in text and "search.iterations" not in text  # the table (its title) is not shown
+    assert "…" not in text and "..." not in text  # nothing cut
     for number in expected_numbers(root):
-        assert on_one_line(lines, number), f"{number} is not whole on any line of:\n{proc.stdout}"
-    # the settings are short key/value rows, not sentences that wrap
-    assert any(re.match(r"│ search\.iterations +│ 60 +│$", line) for line in lines), proc.stdout
+        assert on_one_line(lines, number), f"{number} is not whole on any line of:\n{text}"
+    assert not decimals_ok(lines), decimals_ok(lines)
+    assert "44.7500" not in text and not re.search(r"\(%\) +│ +\d+\.\d{4} ", text)
+
+    report_txt = (root / "report/report.txt").read_text(encoding="utf-8")
+    assert report_txt.index("results") < report_txt.index("settings")  # the settings come last in the file
+    for arch in archs_of(root):
+        assert squeeze(report_txt).count(squeeze(arch)) == 1 and any(line.endswith(arch) for line in
+                                                                     report_txt.splitlines())  # whole, pasteable
+    with_settings = report_cli(params, out, COLUMNS="80", FORCE_COLOR=None, extra=["--settings"]).stdout
+    assert with_settings.index("search quality") < with_settings.index("settings")
+    assert any(re.match(r"│ search\.iterations +│ 60 +│$", line) for line in with_settings.splitlines())
+    assert max(map(len, with_settings.splitlines())) <= 80
 
 
 def test_report_width_follows_the_terminal(finished_run):
-    """Not a terminal and no COLUMNS: 100 columns, the same tables as report.txt; COLUMNS=120: up to 120."""
+    """Not a terminal and no COLUMNS: 100 columns; COLUMNS=120: an architecture line (101 characters) whole."""
     params, out = finished_run
+    archs = archs_of(out / "nb201")
     proc = report_cli(params, out, COLUMNS=None, FORCE_COLOR=None)
-    text = (out / "nb201/report/report.txt").read_text(encoding="utf-8")
-    tables = "".join(line + "\n" for line in table_lines(text))
-    assert proc.stdout.startswith(tables) and max(map(len, tables.splitlines())) <= 100
-    assert arch_lines(out / "nb201") <= set(proc.stdout.splitlines())
-    wide = report_cli(params, out, COLUMNS="120", FORCE_COLOR=None)
-    widths = [len(line) for line in table_lines(wide.stdout)]  # the tables widen; the architecture lines are whole
-    assert 100 < max(widths) <= 120
-    assert arch_lines(out / "nb201") <= set(wide.stdout.splitlines())
+    assert max(map(len, proc.stdout.splitlines())) <= 100
+    wide = report_cli(params, out, COLUMNS="120", FORCE_COLOR=None).stdout.splitlines()
+    assert 100 < max(map(len, wide)) <= 120
+    assert {line.removeprefix("A = ").removeprefix("B = ") for line in wide} & archs
 
 
 def test_report_txt_is_plain_when_the_terminal_gets_colour(run_copy):
@@ -139,9 +154,8 @@ def test_report_txt_is_plain_when_the_terminal_gets_colour(run_copy):
     proc = report_cli(params, out, COLUMNS="80", TERM="xterm-256color", FORCE_COLOR="1", NO_COLOR=None)
     assert "\x1b[" in proc.stdout
     text = (out / "nb201/report/report.txt").read_text(encoding="utf-8")
-    assert "\x1b" not in text and "retrain result" in text and "Kendall tau" in text
-    assert max(map(len, table_lines(text))) <= rep.FILE_WIDTH
-    assert arch_lines(out / "nb201") <= set(text.splitlines())  # whole, however long
+    assert "\x1b" not in text and "retrain details" in text and "Kendall tau" in text
+    assert max(len(line) for line in text.splitlines() if not line.startswith(("A = ", "B = "))) <= rep.FILE_WIDTH
 
 
 @pytest.mark.unit
@@ -154,8 +168,19 @@ def test_plain_text_ignores_the_environment(monkeypatch):
                                   "top_fraction": 0.2, "top_share": 0.25, "measured": 6, "tau_all": 0.3,
                                   "rho_all": 0.5, "measured_top": 2, "tau_top": None, "rho_top": None})
     text = rep.plain_text([table])
-    assert "\x1b" not in text and "89.50" in text and max(map(len, text.splitlines())) > 40
+    assert "\x1b" not in text and "89.50" in text and "25.00" in text and "0.300" in text
+    assert max(map(len, text.splitlines())) > 40
     assert rep.terminal_console().width == 40  # the terminal console does follow COLUMNS
+
+
+@pytest.mark.unit
+def test_one_decimals_rule_per_quantity():
+    assert [rep.fmt(44.75, rep.quantity(k)) for k in ("test_acc", "population_max_acc")] == ["44.75", "44.75"]
+    assert rep.fmt(2.30001, rep.quantity("test_loss")) == "2.3000"
+    assert rep.fmt(0.33333, rep.quantity("tau_all")) == "0.333"
+    assert rep.fmt(88.15, rep.quantity("valid_ppl")) == "88.15"
+    assert rep.fmt(8758, "mparams") == "0.0088" and rep.fmt(60, "percent") == "60"
+    assert rep.fmt(None) == rep.fmt(math.nan, "corr") == "-"
 
 
 def _new_layout(root: Path, rounds: int) -> dict:
@@ -180,12 +205,11 @@ def test_report_reads_run_json_and_shows_rounds_as_written(run_copy):
     run = _new_layout(root, rounds=4321)
     proc = report_cli(params, out, COLUMNS="80", FORCE_COLOR=None)
     lines = proc.stdout.splitlines()
-    assert max(len(line) for line in table_lines(proc.stdout)) <= 80
+    assert max(len(line) for line in lines) <= 80
     assert any(re.match(r"│ rounds +│ +4321 │$", line) for line in lines), proc.stdout
     assert any(re.match(r"│ strategy +│ eps +│$", line) for line in lines), proc.stdout
     assert any(re.match(r"│ precision +│ bf16 +│$", line) for line in lines), proc.stdout
-    retrain_part = proc.stdout[proc.stdout.index("retrain result"):]
-    assert squeeze(run["arch"]) in squeeze(retrain_part)
+    assert squeeze(proc.stdout).count(squeeze(run["arch"])) == 1  # at the top, labelled; not again in the details
     assert "0123abcd" not in proc.stdout and "eps version" not in proc.stdout  # bookkeeping stays out
 
 
@@ -199,6 +223,15 @@ def test_damaged_run_json_is_one_line_naming_it(run_copy):
 
 
 # ------------------------------------------------------------------------------------------------ plots
+
+def assert_print_figure(png: Path) -> None:
+    """A figure as the report keeps it: a PNG at 300 dpi and a vector SVG beside it with the same drawing."""
+    from PIL import Image
+    with Image.open(png) as im:
+        dpi = im.info["dpi"]
+        assert round(dpi[0]) == round(dpi[1]) == 300 and min(im.size) >= 1000, (dpi, im.size)
+    svg = png.with_suffix(".svg").read_text(encoding="utf-8")
+    assert "<svg" in svg and "<path" in svg and "<image" not in svg  # vector, no raster inside
 
 def test_report_plots_have_titles_units_and_reference_lines(run_copy, bench, monkeypatch):
     """The figures the report saves, caught before saving: titles, units, integer epochs, the benchmark optimum and
@@ -224,7 +257,7 @@ def test_report_plots_have_titles_units_and_reference_lines(run_copy, bench, mon
     report.report("nb201", load_params(params_file), out, explicit=False)
     assert {"retrain_curve.png", "loss_vs_accuracy.png", "population_accuracy.png"} <= set(figures)
     for name in figures:
-        assert (root / "report" / name).stat().st_size > 1000
+        assert_print_figure(root / "report" / name)
 
     curve = figures["retrain_curve.png"]
     assert "retrain" in curve["suptitle"] and "2 epochs" in curve["suptitle"]
@@ -332,3 +365,119 @@ def test_ground_truth_optimum(bench):
         assert bench.rank(best_cell, column) == 1
     with pytest.raises(DataError, match="no column 'nope'"):
         bench.best("nope")
+
+
+# ------------------------------------------------------------------------------------------------ several seeds
+
+@pytest.fixture(scope="module")
+def second_seed(tmp_path_factory):
+    """The tiny run of finished_run again with seed 1: (params, out)."""
+    import yaml
+    from tests.conftest import TINY_NB201, run_chain
+    d = tmp_path_factory.mktemp("seed1")
+    params = d / "tiny.yaml"
+    params.write_text(yaml.safe_dump({**TINY_NB201, "seed": 1}))
+    run_chain(params, d / "runs")
+    return params, d / "runs"
+
+
+def _tree(folder: Path) -> dict:
+    return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_several_seeds_table_and_figure_through_the_cli(finished_run, second_seed, tmp_path):
+    """Two real runs with seeds 0 and 1 (--out twice, then positional): the headline numbers of each seed, their
+    mean and sample std as computed here from the runs' files, each architecture once, 80 columns; seeds.json;
+    the run folders untouched."""
+    runs = [finished_run[1], second_seed[1]]
+    before = [_tree(r) for r in runs]
+    proc = report_cli(None, *runs, extra=["--into", str(tmp_path / "agg")], COLUMNS="80", FORCE_COLOR=None)
+    text, lines = proc.stdout, proc.stdout.splitlines()
+    assert max(map(len, lines)) <= 80, text
+    sel = [json.loads((r / "nb201/select/selection.json").read_text()) for r in runs]
+    met = [json.loads((r / "nb201/retrain/metrics.json").read_text()) for r in runs]
+    flat = squeeze(text)
+    for s in sel:
+        assert flat.count(squeeze(s["arch"])) == 1 or sel[0]["arch"] == sel[1]["arch"]
+    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
+            for line in lines if line.startswith("│")}
+    assert set(rows) >= {"0", "1", "mean", "std"}, text
+    header = [c.strip() for c in next(line for line in lines if line.startswith("┃")).split("┃")[1:-1]]
+    assert header == ["seed", "cell", "test acc %", "test loss", "C10 test %", "rank", "tau"]
+    for seed, s, m in zip(("0", "1"), sel, met):
+        gt = s[s["rule"]]["ground_truth"]
+        assert rows[seed][1:] == [f"{m['test_acc']:.2f}", f"{m['test_loss']:.4f}", f"{gt['cifar10_test']:.2f}",
+                                  f"{gt['rank']}/{gt['rank_of']}", f"{s['population']['tau_all']:.3f}"]
+    for col, values, nd in ((1, [m["test_acc"] for m in met], 2), (2, [m["test_loss"] for m in met], 4),
+                            (3, [s[s["rule"]]["ground_truth"]["cifar10_test"] for s in sel], 2)):
+        assert rows["mean"][col] == f"{np.mean(values):.{nd}f}"
+        assert rows["std"][col] == f"{np.std(values, ddof=1):.{nd}f}"
+    summary = json.loads((tmp_path / "agg/seeds.json").read_text())
+    assert summary["seeds"] == [0, 1] and summary["mean_std"]["test_loss"]["mean"] == pytest.approx(
+        np.mean([m["test_loss"] for m in met]))
+    assert (tmp_path / "agg/seeds.txt").read_text(encoding="utf-8").count("mean") == 1
+    assert_print_figure(tmp_path / "agg/seeds.png")
+    assert [_tree(r) for r in runs] == before  # only read
+
+    # run folders given as arguments; the aggregate goes beside them by default
+    full = eps_env(one_thread=True)
+    pos = subprocess.run([EPS, "report", "--space", "nb201", *map(str, runs)], env=full, capture_output=True,
+                         text=True)
+    assert pos.returncode == 0, pos.stderr
+    import os
+    default = Path(os.path.commonpath([r.resolve() for r in runs])) / "seeds-nb201"
+    assert (default / "seeds.svg").exists() and (default / "seeds.json").read_text() == \
+        (tmp_path / "agg/seeds.json").read_text()
+
+
+def test_several_seeds_figure_is_mean_and_std_of_the_runs(finished_run, second_seed, monkeypatch, tmp_path):
+    """The aggregate figure, caught before saving: fitness (best and mean loss of the measured members), population
+    accuracy and retrain test accuracy; each mean line is the mean of the seeds' curves read here from the files,
+    and its band spans mean +- sample std."""
+    from eps.params import load_params
+    from eps.pipeline import report
+    runs = [finished_run[1], second_seed[1]]
+    caught = {}
+    monkeypatch.setattr(plotting, "save", lambda fig, path: caught.setdefault(Path(path).name, fig))
+    report.report_many("nb201", load_params(finished_run[0]), runs, explicit=False, into=tmp_path)
+    fig = caught["seeds.png"]
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["fitness over the search (lower is better)", "population accuracy (cifar10_test)", "retrain"]
+    assert "2 seeds (0, 1)" in fig._suptitle.get_text()
+    hist = [[json.loads(line) for line in (r / "nb201/search/history.jsonl").read_text().splitlines()] for r in runs]
+    best = np.array([[min(l for l, c in zip(s["loss"], s["count"]) if c and l is not None) for s in h] for h in hist])
+    fit = fig.axes[0]
+    mean_line = next(ln for ln in fit.get_lines() if ln.get_label() == "population best, mean of 2")
+    np.testing.assert_allclose(mean_line.get_xdata(), [s["iteration"] for s in hist[0]])
+    np.testing.assert_allclose(mean_line.get_ydata(), best.mean(axis=0))
+    band = next(c for c in fit.collections if c.get_label() == "population best, ± 1 std")
+    ys = band.get_paths()[0].vertices[:, 1]
+    assert ys.max() == pytest.approx((best.mean(axis=0) + best.std(axis=0, ddof=1)).max())
+    assert ys.min() == pytest.approx((best.mean(axis=0) - best.std(axis=0, ddof=1)).min())
+    curves = [[{k: float(v) for k, v in row.items()} for row in __import__("csv").DictReader(
+        (r / "nb201/retrain/curve.csv").open())] for r in runs]
+    retrain_mean = next(ln for ln in fig.axes[2].get_lines() if ln.get_label().endswith("mean of 2"))
+    np.testing.assert_allclose(retrain_mean.get_ydata(), np.mean([[r["test_acc"] for r in c] for c in curves], 0))
+    assert fig.axes[2].get_xlabel() == "epoch" and fig.axes[2].get_ylabel() == "test accuracy (%)"
+
+
+def test_several_runs_with_other_params_are_refused(finished_run, second_seed, tmp_path):
+    """A run whose retrain had other epochs (a real rerun of the stages that read it: select and retrain) is not a
+    seed of the same experiment: one line naming the run and the key, exit 2, nothing written."""
+    import yaml
+    other = tmp_path / "other"
+    shutil.copytree(second_seed[1], other)
+    cfg = yaml.safe_load(second_seed[0].read_text())
+    cfg["nb201"]["retrain"]["epochs"] = 1
+    params = tmp_path / "p.yaml"
+    params.write_text(yaml.safe_dump(cfg))
+    for stage in ("select", "retrain"):
+        run_eps("stage", stage, "--space", "nb201", "--params", params, "--out", other, "--redo", one_thread=True)
+    proc = run_eps("report", "--space", "nb201", "--out", finished_run[1], "--out", other, "--into",
+                   tmp_path / "agg", check=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert str(other / "nb201") in lines[0] and "retrain" in lines[0] and "epochs" in lines[0], lines[0]
+    assert "seed" in lines[0] and not (tmp_path / "agg").exists()
+    same = run_eps("report", "--out", finished_run[1], "--out", finished_run[1], check=False)
+    assert same.returncode == 2 and "given twice" in same.stderr and len(same.stderr.strip().splitlines()) == 1

@@ -49,8 +49,9 @@ def test_full_chain_and_report(tiny_params, tmp_path):
     assert metrics["epochs"] == 2 and 0 <= metrics["test_acc"] <= 100
     for png in ("population_accuracy.png", "loss_vs_accuracy.png", "retrain_curve.png"):
         assert (root / "report" / png).stat().st_size > 1000
+        assert (root / "report" / png).with_suffix(".svg").stat().st_size > 1000
     text = (root / "report/report.txt").read_text()
-    assert "chosen architecture" in text and "Kendall tau" in text and "retrain result" in text
+    assert "chosen architecture" in text and "Kendall tau" in text and "retrain details" in text
 
 
 @pytest.mark.cli

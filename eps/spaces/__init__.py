@@ -18,7 +18,9 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import importlib.util
+import contextlib
 import inspect
+import os
 import re
 import sys
 from pathlib import Path
@@ -98,7 +100,7 @@ def _check_notation(cls, name: str, where: str, defaults: dict) -> None:
             continue
         except Exception as err:
             raise SpaceError(f"{where} (space {name!r}): decode({garbage!r}) raised {type(err).__name__}; it must "
-                             f"raise eps.errors.ArchError with a one-line reason").splitlines()[0] from None
+                             f"raise eps.errors.ArchError with a one-line reason") from None
         raise SpaceError(f"{where} (space {name!r}): decode({garbage!r}) accepted it; decode must raise "
                          f"eps.errors.ArchError for anything that is not an architecture")
 
@@ -116,7 +118,10 @@ def _import_ref(ref: str, base: Path | None = None):
             path = Path(target).expanduser()
             tried = [path.resolve()]
             if not path.is_absolute() and not path.exists() and base is not None:
-                path = base / path
+                # relative to the params file that names it; a stage's record (runs/<space>/<stage>/params.yaml)
+                # keeps the reference relative to the params file the run was made with, usually a folder above
+                found = next((d / path for d in (base, *base.parents) if (d / path).is_file()), base / path)
+                path = found
                 tried.append(path.resolve())
             if not path.is_file():
                 raise SpaceError(f"space file {target} not found (from {ref!r}; looked at "
@@ -128,16 +133,21 @@ def _import_ref(ref: str, base: Path | None = None):
                 module = importlib.util.module_from_spec(spec)
                 sys.modules[mod_name] = module
                 try:
-                    spec.loader.exec_module(module)
+                    with plugin_output():
+                        spec.loader.exec_module(module)
                 except BaseException:
                     del sys.modules[mod_name]
                     raise
         else:
-            module = importlib.import_module(target)
+            with plugin_output():
+                module = importlib.import_module(target)
     except SpaceError:
         raise
-    except (Exception, SystemExit) as err:  # a plugin calling sys.exit at import is a failed import too
-        raise SpaceError(f"space {ref!r} failed to import: {type(err).__name__}: {err}".splitlines()[0]) from None
+    except KeyboardInterrupt:
+        raise
+    except BaseException as err:  # sys.exit or a BaseException of its own at import is a failed import too
+        raise SpaceError(f"plugin {ref!r} failed to import: {_exc_line(err)}; fix the plugin or leave it out of "
+                         f"plugins") from None
     if not hasattr(module, attr):
         raise SpaceError(f"space {ref!r}: {target} has no attribute {attr!r}")
     return getattr(module, attr)
@@ -146,12 +156,28 @@ def _import_ref(ref: str, base: Path | None = None):
 _origin: dict[str, str] = {}   # registered name -> the reference it came from
 
 
+def _exc_line(err: BaseException) -> str:
+    """``Type: message`` of an exception raised by a plugin, on one line."""
+    text = " ".join(str(err).split())
+    text = text if len(text) <= 200 else text[:197] + "..."
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+@contextlib.contextmanager
+def plugin_output():
+    """Plugin code's prints go to stderr: eps's stdout carries data (``eps params`` YAML, ``eps arch`` lines)."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
 def _add(name_hint: str, ref: str, base: Path | None = None, build: bool = True) -> str:
     """Register the space at ``ref``; a failure is recorded under ``name_hint`` (never under a registered name, so a
     plugin that collides with a space already registered cannot take that space down). ``build=False`` defers
     building and checking its notation to its first use (``space_class``)."""
     try:
-        cls = check_space(_import_ref(ref, base), ref, build=build)
+        obj = _import_ref(ref, base)
+        with plugin_output():
+            cls = check_space(obj, ref, build=build)
     except SpaceError as err:
         _broken[name_hint] = str(err)
         return name_hint
@@ -194,6 +220,7 @@ def _import_pending(only: str | None = None) -> None:
 
 
 _by_name: set[str] = set()     # spaces a params file registers, so its users can name them with --space NAME
+_bases: dict[str, Path] = {}   # reference -> the folder a relative file in it is relative to (its params file's)
 
 
 def register_ref(ref: str, base: Path | None = None, by_name: bool = False) -> str:
@@ -206,6 +233,7 @@ def register_ref(ref: str, base: Path | None = None, by_name: bool = False) -> s
         if name in _broken:
             raise SpaceError(_broken.pop(name))
         _refs[ref] = name
+        _bases[ref] = (base if base is not None else Path.cwd()).resolve()
     if by_name:
         _by_name.add(_refs[ref])
     return _refs[ref]
@@ -219,17 +247,83 @@ def resolve(space: str) -> str:
     return space
 
 
-def absolute_ref(ref: str) -> str:
-    """``ref`` with its ``file.py`` made absolute (the file the space was registered from), so a params file written
-    elsewhere (a finished stage's record) still finds the space; module references, and references not registered,
-    are returned as they are."""
+def _is_file_ref(target: str) -> bool:
+    return target.endswith(".py") or "/" in target or "\\" in target
+
+
+def _module_file(name: str) -> Path | None:
+    file = getattr(sys.modules.get(_classes[name].__module__), "__file__", None) if name in _classes else None
+    return Path(file).resolve() if file else None
+
+
+def portable_ref(ref: str) -> str:
+    """``ref`` as a record keeps it: a ``file.py:Class`` registered in this process becomes the path of that file
+    relative to the folder of the params file that named it (the working directory for ``--space``), so a plugin
+    project copied or moved elsewhere still matches its run folders; an absolute ``file.py`` reference (an older
+    record) naming a registered file becomes that file's relative form. Never imports anything; module references
+    and unknown references are returned as they are."""
     _load()
     target, _, attr = ref.rpartition(":")
-    cls = _classes.get(_refs.get(ref, ""))
-    if cls is None or not (target.endswith(".py") or "/" in target or "\\" in target):
+    if not _is_file_ref(target):
         return ref
-    file = getattr(sys.modules.get(cls.__module__), "__file__", None)
-    return f"{Path(file).resolve()}:{attr}" if file else ref
+    if ref not in _refs:
+        if not Path(target).is_absolute():
+            return ref
+        same = [r for r, n in _refs.items() if r.rpartition(":")[2] == attr and _module_file(n) is not None
+                and _module_file(n) == Path(target).resolve()]
+        if not same:
+            return ref
+        ref = same[0]
+    file = _module_file(_refs[ref])
+    if file is None:
+        return ref
+    try:
+        rel = os.path.relpath(file, _bases.get(ref, Path.cwd()))
+    except ValueError:  # another drive (Windows): no relative path exists
+        return f"{file}:{attr}"
+    return f"{Path(rel).as_posix()}:{attr}"
+
+
+def registered_for(ref: str, name: str | None = None) -> str | None:
+    """The name of the space registered in this process (built in, installed, or from a reference the process
+    registered itself) that a file's ``ref`` (and the space ``name`` it recorded, when it did) refers to, or None.
+    Only compares: what a file names is never imported (``eps.load_model``: a model file is data)."""
+    _load()
+    if ":" not in ref:
+        return ref if ref in _classes or any(h == ref or h.startswith(f"{ref} (") for h in _pending) else None
+    target, _, attr = ref.rpartition(":")
+    for r, n in _refs.items():
+        if n not in _classes:
+            continue
+        if r == ref or portable_ref(r) == ref or (name is not None and n == name):
+            return n
+        if name is None and getattr(_classes[n], "__name__", None) == attr and _is_file_ref(target) and \
+                _module_file(n) is not None and _module_file(n).name == Path(target).name:
+            return n
+    return None
+
+
+def plugin_failure(err: BaseException) -> str | None:
+    """One line naming the plugin whose own code raised ``err`` (the innermost frame of its traceback in a space
+    not built into eps) and the function that failed, or None when no plugin code is on the traceback."""
+    # eps's own modules (built-in spaces included) are not plugins; a package plugin's helper modules are
+    modules = {cls.__module__: _origin.get(n, n) for n, cls in _classes.items()
+               if not (cls.__module__ == "eps" or cls.__module__.startswith("eps."))}
+    if not modules:
+        return None
+    found = None
+    tb = err.__traceback__
+    while tb is not None:
+        mod = tb.tb_frame.f_globals.get("__name__", "")
+        ref = modules.get(mod) or next((r for m, r in modules.items() if "." in m and
+                                        mod.startswith(m.partition(".")[0] + ".")), None)
+        if ref is not None:
+            found = (ref, tb.tb_frame.f_code.co_name)
+        tb = tb.tb_next
+    if found is None:
+        return None
+    return (f"plugin {found[0]!r} failed in {found[1]}: {_exc_line(err)}; fix the plugin (EPS_DEBUG=1 shows the "
+            f"traceback)")
 
 
 def origin_ref(name: str) -> str | None:
@@ -276,7 +370,8 @@ def space_class(name: str) -> type:
     if name in _classes:
         if name not in _checked:
             try:
-                check_space(_classes[name], _origin[name])
+                with plugin_output():
+                    check_space(_classes[name], _origin[name])
             except SpaceError as err:
                 del _classes[name]
                 _broken[name] = str(err)
@@ -294,5 +389,5 @@ def get_space(name: str, section: dict):
     return space_class(name).from_params(section)
 
 
-__all__ = ["BUILTIN", "broken", "check_space", "cli_name", "get_space", "register_ref", "registered", "resolve",
-           "space_class", "space_classes"]
+__all__ = ["BUILTIN", "broken", "check_space", "cli_name", "get_space", "plugin_failure", "plugin_output",
+           "portable_ref", "register_ref", "registered", "registered_for", "resolve", "space_class", "space_classes"]

@@ -19,7 +19,7 @@ from pydantic import Field
 from eps.settings import Number, section
 from eps.errors import ArchError
 from eps.search import SearchSettings
-from eps.space import SpaceParams, SpaceSettings
+from eps.space import MAX_CHANNELS, MAX_CLASSES, MAX_LAYERS, SpaceParams, SpaceSettings
 from eps.spaces.darts_cnn.retrain import DartsRetrainSettings
 from eps.train.image import ImageSupernetSettings
 from eps.spaces.darts_cnn.model import (CONCAT, NUM_EDGES, OP_NAMES, PRIMITIVES, STEPS, DartsSupernet, NetworkCIFAR,
@@ -227,6 +227,7 @@ class DartsCNNSpace:
     """The DARTS CNN space and the Robust-DARTS spaces S1-S4 (spec §2); ``variant`` picks the per-edge lists."""
     name = NAME
     Params = DartsCNNParams
+    network_bounds = {"num_classes": (1, MAX_CLASSES), "channels": (1, MAX_CHANNELS), "layers": (1, MAX_LAYERS)}
 
     @classmethod
     def from_params(cls, section: dict) -> "DartsCNNSpace":

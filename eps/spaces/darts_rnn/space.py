@@ -21,7 +21,7 @@ from pydantic import Field
 
 from eps.settings import Number, section
 from eps.errors import ArchError, ConfigError
-from eps.space import SpaceParams, SpaceSettings
+from eps.space import MAX_CHANNELS, MAX_CLASSES, SpaceParams, SpaceSettings
 from eps.spaces.darts_rnn.task import PTBRetrainSettings, PTBSearchSettings, PTBSupernetSettings, PTBWarmupSettings
 from eps.spaces.darts_rnn.model import ACTIVATIONS, OPS, STEPS, DartsRNNNetwork, DartsRNNSupernet
 
@@ -230,6 +230,7 @@ class DartsRNNSpace:
     """The DARTS recurrent-cell space on PTB (spec §3)."""
     name = NAME
     Params = DartsRNNParams
+    network_bounds = {"num_classes": (1, MAX_CLASSES), "channels": (1, MAX_CHANNELS)}
 
     @classmethod
     def from_params(cls, section: dict) -> "DartsRNNSpace":

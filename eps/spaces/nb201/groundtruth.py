@@ -358,12 +358,18 @@ def _load_benchmark_dict(path: Path) -> dict:
     """
     import torch
 
+    import warnings
     try:
-        with torch.serialization.safe_globals(_numpy_safe_globals()):
+        with torch.serialization.safe_globals(_numpy_safe_globals()), warnings.catch_warnings():
+            # torch warns (2 lines) about a pickle protocol above 2 before it refuses the file: the refusal says it
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # UnpicklingError for refused content; RuntimeError, EOFError ... on corrupt input
         message = str(e)
         refused = _disallowed_global(message) if isinstance(e, pickle.UnpicklingError) else None
+        if refused is None and isinstance(e, pickle.UnpicklingError):
+            # torch stops at the first opcode it does not read (FRAME of protocol 4 and 5) before naming a global
+            refused = _first_foreign_global(path)
         if refused:
             raise DataError(f"{path} needs the disallowed global {refused} (a NAS-Bench-201 benchmark holds only "
                             f"dicts, lists, strings, numbers and NumPy arrays/scalars), so it was refused without "
@@ -372,10 +378,41 @@ def _load_benchmark_dict(path: Path) -> dict:
                         f"{_short(_wo_reason(message))})") from None
 
 
+def _first_foreign_global(path: Path) -> str | None:
+    """The first global a plain pickle (or a torch zip's ``data.pkl``) names that a benchmark may not hold, read with
+    ``pickletools`` (which only parses opcodes, never calls anything); None when it names none or cannot be read."""
+    import pickletools
+    import zipfile
+    allowed = {name if isinstance(name, str) else f"{name.__module__}.{name.__qualname__}"
+               for name in (g[1] if isinstance(g, tuple) else g for g in _numpy_safe_globals())}
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                member = next((n for n in z.namelist() if n.endswith("data.pkl")), None)
+                data = z.read(member) if member else b""
+        else:
+            with open(path, "rb") as f:
+                data = f.read(64 << 20)  # a forged header is at the start; a benchmark's globals come early too
+        strings: list[str] = []
+        for op, arg, _ in pickletools.genops(io.BytesIO(data)):
+            if isinstance(arg, str) and ("UNICODE" in op.name or op.name in ("STRING", "BINSTRING", "SHORT_BINSTRING")):
+                strings.append(str(arg))
+            name = None
+            if op.name in ("GLOBAL", "INST"):
+                name = str(arg).replace(" ", ".", 1)
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                name = f"{strings[-2]}.{strings[-1]}"
+            if name and name not in allowed and not name.startswith(("torch.", "collections.OrderedDict")):
+                return name
+    except Exception:  # a torn or foreign stream: the caller reports it as not a benchmark
+        return None
+    return None
+
+
 def _wo_reason(message: str) -> str:
     """The cause inside torch's multi-line weights-only message (its advice to load with weights_only=False is
     exactly what must not be done here)."""
-    found = re.search(r"WeightsUnpickler error: ([^\n]*)", message)
+    found = re.search(r"WeightsUnpickler error:\s*([^\n]*)", message)
     return found.group(1) if found else message
 
 

@@ -14,7 +14,7 @@ from pydantic import Field
 from eps.settings import Number, section
 from eps.data.datasets import DATASETS
 from eps.errors import ArchError
-from eps.space import SpaceParams, SpaceSettings
+from eps.space import MAX_CHANNELS, MAX_CLASSES, MAX_LAYERS, SpaceParams, SpaceSettings
 from eps.spaces.nb201.model import EDGES, OPS, NB201Network, NB201Supernet
 from eps.train.image import ImageRetrainSettings, ImageSupernetSettings
 
@@ -120,6 +120,8 @@ class NB201Space:
     """The NAS-Bench-201 cell space (spec §1.1); mutation redraws each edge with ``p_opwise`` (EPS code)."""
     name = NAME
     Params = NB201Params
+    network_bounds = {"num_classes": (1, MAX_CLASSES), "channels": (1, MAX_CHANNELS),
+                      "cells_per_stage": (1, MAX_LAYERS)}
 
     @classmethod
     def from_params(cls, section: dict) -> "NB201Space":
