@@ -30,8 +30,8 @@ STAGES = ("warmup", "search", "select", "retrain", "report")
 _CORE = ["eps/__init__.py", "eps/analysis.py", "eps/checkpoint.py", "eps/_version.py", "eps/settings.py",
          "eps/params.py", "eps/api.py", "eps/distributed.py", "eps/errors.py", "eps/evolution.py", "eps/io.py",
          "eps/model_file.py", "eps/metrics.py", "eps/plotting.py", "eps/predictor.py", "eps/progress.py",
-         "eps/retrain.py", "eps/search.py", "eps/selection.py", "eps/space.py", "eps/study.py", "eps/spaces",
-         "eps/train", "eps/data", "pipeline/__init__.py", "pipeline/cli.py", "pipeline/stages.py",
+         "eps/retrain.py", "eps/search.py", "eps/selection.py", "eps/signals.py", "eps/space.py", "eps/study.py",
+         "eps/spaces", "eps/train", "eps/data", "pipeline/__init__.py", "pipeline/cli.py", "pipeline/stages.py",
          "pipeline/runfolder.py", "pipeline/curves.py", "pipeline/record.py"]
 SOURCE_DEPS = {"stage": _CORE, "report": [*_CORE, "eps/report.py", "pipeline/report.py"],
                "study": [*_CORE, "eps/report.py", "pipeline/study.py"]}
