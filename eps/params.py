@@ -6,10 +6,11 @@ at once (``eps.settings``). The top of eps's settings layers: it imports the spa
 """
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from pydantic import Field, ValidationError, create_model, field_validator
 
@@ -25,6 +26,9 @@ class TopParams(Settings):
     spaces: list[str] = Field(default_factory=lambda: ["nb201"])
     # Spaces kept outside eps: `path/to/file.py:Class` or `package.module:Class`, imported before validation.
     plugins: list[str] = Field(default_factory=list)
+    # The eps version a DVC pipeline was written for (`eps dvc init`): its stages depend on this key instead of
+    # eps's source files, and refuse to run under another version (check_version), so an upgrade is a param change.
+    eps_version: str | None = None
 
     def problems(self):
         from eps.spaces import broken
@@ -60,16 +64,87 @@ def defaults() -> dict[str, Any]:
     return params_model()().model_dump(by_alias=True, mode="python")
 
 
-def load_params(path: str | os.PathLike | None = None, overrides: dict | None = None,
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def parse_sets(sets: Iterable[str]) -> dict:
+    """``key=value`` strings, as DVC's ``-S`` takes them, as a nested overlay dict: dotted keys name nested keys
+    (``nb201.search.iterations=2000`` -> ``{"nb201": {"search": {"iterations": 2000}}}``), values are parsed as YAML
+    (``1e-3`` a number, ``true`` a bool, ``null`` None, ``[0,1]`` a list, anything else a string); a later one wins.
+
+    Raises ConfigError (one line) for a string without ``=`` or with an empty key. The keys themselves are checked
+    when the overlay is validated (``load_params``: an unknown key names the closest valid one)."""
+    import yaml
+    out: dict = {}
+    for text in sets:
+        key, eq, raw = str(text).partition("=")
+        key = key.strip()
+        parts = key.split(".")
+        if not eq or not key or not all(parts):
+            raise ConfigError(f"-S {text!r}: expected key=value with a dotted key, e.g. "
+                              f"-S nb201.search.iterations=2000")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw  # as DVC: what YAML cannot read is a string
+        if isinstance(value, str) and _FLOAT.fullmatch(value):
+            value = float(value)  # YAML 1.2 (DVC's -S) reads 1e-3 as a number; PyYAML (YAML 1.1) needs 1.0e-3
+        out = deep_update(out, _nest(parts, value))
+    return out
+
+
+def _nest(parts: list[str], value: Any) -> dict:
+    for part in reversed(parts):
+        value = {part: value}
+    return value
+
+
+def _key_paths(data: Any, prefix: str = "") -> list[str]:
+    """Every dotted key path of a nested dict (inner nodes too)."""
+    if not isinstance(data, dict):
+        return []
+    paths = []
+    for key, value in data.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        paths += [path, *_key_paths(value, path)]
+    return paths
+
+
+def _closest(lines: list[str], model: type[TopParams]) -> list[str]:
+    """Unknown-key lines with the closest valid key path added (``...; did you mean nb201.search.iterations?``)."""
+    known = _key_paths(model().model_dump(by_alias=True, mode="python"))
+    out = []
+    for line in lines:
+        path, _, msg = line.partition(": ")
+        if msg.startswith("unknown key"):
+            parent = path.rpartition(".")[0]
+            siblings = [k for k in known if k.rpartition(".")[0] == parent]
+            match = difflib.get_close_matches(path, siblings, n=1, cutoff=0.6) or \
+                difflib.get_close_matches(path, known, n=1, cutoff=0.75)
+            if match:
+                msg = msg.replace("unknown key", f"unknown key; did you mean {match[0]}?", 1)
+            line = f"{path}: {msg}"
+        out.append(line)
+    return out
+
+
+def load_params(path: str | os.PathLike | None = None, overrides: Mapping | Iterable[str] | None = None,
                 plugins: Iterable[str] = ()) -> dict:
     """Defaults, overlaid with the YAML file at ``path`` (if any) and then ``overrides``; validated.
 
-    ``plugins`` (and the file's own ``plugins`` list) name spaces kept outside eps; they are registered first, so
-    their sections validate like the built-in ones. Returns the full params as a plain nested dict.
+    ``overrides``: a nested dict (``{"nb201": {"search": {"iterations": 2000}}}``) or ``key=value`` strings as DVC's
+    ``-S`` takes them (``["nb201.search.iterations=2000"]``, see :func:`parse_sets`). ``plugins`` (and the file's own
+    ``plugins`` list) name spaces kept outside eps; they are registered first, so their sections validate like the
+    built-in ones. Returns the full params as a plain nested dict.
 
-    Raises ConfigError listing every problem, one ``key.path: message`` line each.
+    Raises ConfigError listing every problem, one ``key.path: message`` line each; an unknown key names the closest
+    valid one.
     """
     from eps.spaces import register_ref
+    if overrides is not None and not isinstance(overrides, Mapping):
+        if isinstance(overrides, (str, bytes)):
+            overrides = [overrides]
+        overrides = parse_sets(overrides)
     overlay: Any = read_yaml(path) if path is not None else {}
     if overlay is None:
         overlay = {}
@@ -89,10 +164,20 @@ def load_params(path: str | os.PathLike | None = None, overrides: dict | None = 
     try:
         params = model.model_validate(overlay)
     except ValidationError as err:
-        errors = error_lines(err, model)
+        errors = _closest(error_lines(err, model), model)
         where = f" in {path}" if path else ""
         raise ConfigError(f"{len(errors)} problem(s) with params{where}:\n  " + "\n  ".join(errors)) from None
     return params.model_dump(by_alias=True, mode="python")
+
+
+def check_version(params: dict) -> None:
+    """Raises ConfigError (one line) when params pin an ``eps_version`` other than the installed one."""
+    from eps._version import __version__
+    pinned = params.get("eps_version")
+    if pinned is not None and str(pinned) != __version__:
+        raise ConfigError(f"eps_version: the params were written for eps {pinned}, eps {__version__} is installed; "
+                          f"set eps_version: {__version__} in params.yaml (DVC then reruns the stages, as the code "
+                          f"changed) or install eps=={pinned}")
 
 
 def data_root(params: dict) -> Path:

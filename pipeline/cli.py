@@ -143,6 +143,9 @@ SpaceOpt = typer.Option(None, "--space", "-s", autocompletion=_complete_space,
                              f"package.module:Class (default: the one space the params list in `spaces`).")
 ParamsOpt = typer.Option(None, "--params", "-p", help="Params YAML (overlay on the paper defaults).")
 OutOpt = typer.Option(Path("runs"), "--out", "-o", help="Output root; stage folders go under OUT/SPACE/.")
+SetOpt = typer.Option(None, "--set", "-S", metavar="KEY=VALUE",
+                      help="Override one param, as `dvc exp run -S`: a dotted key and a YAML value, e.g. "
+                           "-S nb201.search.iterations=2000 (repeatable; applied after --params).")
 RestartOpt = typer.Option(False, "--restart", help="Start afresh when the checkpoint is unusable or was made with "
                                                    "other params (otherwise such a run stops).")
 RedoOpt = typer.Option(False, "--redo", help="Replace this stage's finished outputs when they were made with other "
@@ -363,10 +366,14 @@ def _params_file(path: Optional[Path]) -> Optional[Path]:
     return path
 
 
-def _params(path: Optional[Path], space: Optional[str], overrides: Optional[dict] = None) -> tuple[str | None, dict]:
+def _params(path: Optional[Path], space: Optional[str], overrides: Optional[dict] = None,
+            sets: Optional[List[str]] = None) -> tuple[str | None, dict]:
     """(the space's registered name, validated params). ``space`` may be a name or a ``file.py:Class`` reference;
-    ``path`` defaults to ./params.yaml when it exists, as for the DVC stages."""
-    from eps.params import load_params
+    ``path`` defaults to ./params.yaml when it exists, as for the DVC stages; ``sets``: ``-S key=value`` overrides."""
+    from eps.params import load_params, parse_sets
+    from eps.settings import deep_update
+    if sets:
+        overrides = deep_update(overrides or {}, parse_sets(sets))
     from eps.errors import ConfigError
     from eps.spaces import resolve, space_class
     path = _params_file(path)
@@ -400,9 +407,11 @@ def _one_space(name: str | None, params: dict) -> str:
 def _stage(name: str):
     @friendly
     def command(space: str = SpaceOpt, params: Optional[Path] = ParamsOpt, out: Path = OutOpt,
-                restart: bool = RestartOpt, redo: bool = RedoOpt):
+                restart: bool = RestartOpt, redo: bool = RedoOpt, sets: Optional[List[str]] = SetOpt):
+        from eps.params import check_version
         from eps.pipeline import stages
-        name_, p = _params(params, space)
+        name_, p = _params(params, space, sets=sets)
+        check_version(p)
         getattr(stages, name)(_one_space(name_, p), p, out, restart=restart, redo=redo)
     command.__doc__ = {"warmup": "Train the supernet by uniform sampling over the whole space.",
                        "search": "Evolve the proxy search space while training the supernet (EPS).",
@@ -418,13 +427,15 @@ for _name in ("warmup", "search", "select"):
 @stage_app.command("retrain", cls=Command)
 @friendly
 def stage_retrain(space: str = SpaceOpt, params: Optional[Path] = ParamsOpt, out: Path = OutOpt,
-                  restart: bool = RestartOpt, redo: bool = RedoOpt,
+                  restart: bool = RestartOpt, redo: bool = RedoOpt, sets: Optional[List[str]] = SetOpt,
                   arch: Optional[str] = typer.Option(
                       None, "--arch", help="Retrain this architecture (the space's notation) instead of the "
                                            "selection in OUT/SPACE/select/arch.txt.")):
     """Train the chosen architecture from scratch and report its test metrics."""
+    from eps.params import check_version
     from eps.pipeline import stages
-    name, p = _params(params, space)
+    name, p = _params(params, space, sets=sets)
+    check_version(p)
     name = _one_space(name, p)
     if arch is not None:
         from eps.spaces import get_space
@@ -436,10 +447,13 @@ def stage_retrain(space: str = SpaceOpt, params: Optional[Path] = ParamsOpt, out
 @friendly
 def run(space: str = SpaceOpt, params: Optional[Path] = ParamsOpt, out: Path = OutOpt, restart: bool = RestartOpt,
         redo: bool = typer.Option(False, "--redo", help="Replace a stage's finished outputs when they were made with "
-                                                        "other params (implies --restart).")):
+                                                        "other params (implies --restart)."),
+        sets: Optional[List[str]] = SetOpt):
     """Run warmup, search, select and retrain in order, then print the report."""
+    from eps.params import check_version
     from eps.pipeline import stages, report as report_stage
-    name, p = _params(params, space)
+    name, p = _params(params, space, sets=sets)
+    check_version(p)
     name = _one_space(name, p)
     for stage in stages.STAGES:
         getattr(stages, stage)(name, p, out, restart=restart, redo=redo)
@@ -493,13 +507,15 @@ def report(runs: Optional[List[Path]] = typer.Argument(
 @friendly
 def show_params(params: Optional[Path] = ParamsOpt,
                 space: Optional[str] = typer.Option(None, "--space", "-s", autocompletion=_complete_space,
-                                                    help=f"Only this space's section, one of {SPACES}.")):
-    """Print the effective params (defaults overlaid with --params or ./params.yaml) as YAML, validated.
+                                                    help=f"Only this space's section, one of {SPACES}."),
+                sets: Optional[List[str]] = SetOpt):
+    """Print the effective params (defaults overlaid with --params or ./params.yaml, then -S) as YAML, validated.
 
-    With --space, only that space's section: ready to paste into params.yaml (for your own space too)."""
+    With --space, only that space's section: ready to paste into params.yaml (for your own space too).
+    `eps params --params overlay.yaml > params.yaml` turns an overlay into the complete file DVC needs."""
     import yaml
     from eps.spaces import broken
-    name, p = _params(params, space)
+    name, p = _params(params, space, sets=sets)
     used = _params_file(params)
     # stderr, so the YAML on stdout stays ready to redirect into a file
     typer.secho(f"read {used}" if params is not None else
@@ -599,7 +615,8 @@ def study_correlation(space: str = SpaceOpt,
                           None, "--iterations", "-n", help="Supernet iterations of each run (study.iterations)."),
                       seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds, e.g. 0,1 "
                                                                                    "(study.seeds)."),
-                      params: Optional[Path] = ParamsOpt, out: Path = OutOpt, restart: bool = RestartOpt):
+                      params: Optional[Path] = ParamsOpt, out: Path = OutOpt, restart: bool = RestartOpt,
+                      sets: Optional[List[str]] = SetOpt):
     """Train one supernet per arm (study.arms; default RandomNAS vs EPS) and seed; compare how they rank cells
     against the ground truth."""
     from eps.errors import ConfigError
@@ -612,8 +629,44 @@ def study_correlation(space: str = SpaceOpt,
             overrides["seeds"] = [int(x) for x in seeds.split(",") if x.strip()]
         except ValueError:
             raise ConfigError(f"--seeds {seeds!r}: expected comma-separated integers, e.g. 0,1") from None
-    name, p = _params(params, space, {"study": overrides} if overrides else None)
+    name, p = _params(params, space, {"study": overrides} if overrides else None, sets=sets)
+    from eps.params import check_version
+    check_version(p)
     study.correlation(_one_space(name, p), p, out, restart=restart)
+
+
+dvc_app = typer.Typer(no_args_is_help=True, help="DVC pipelines for your own repository.")
+app.add_typer(dvc_app, name="dvc")
+
+
+@dvc_app.command("init", cls=Command)
+@friendly
+def dvc_init(spaces: Optional[List[str]] = typer.Option(
+                 None, "--space", "-s", autocompletion=_complete_space, metavar="NAME|FILE.py:CLASS",
+                 help=f"A space of the pipeline (repeatable): one of {SPACES}, or your own as path/to/file.py:Class "
+                      f"(the file inside DIR) or package.module:Class (default: the overlay's `spaces`, else nb201)."),
+             folder: Path = typer.Option(Path("."), "--dir", "-d", help="The repository to write into."),
+             params: Optional[Path] = typer.Option(
+                 None, "--params", "-p", help="An overlay (only the keys it changes, like profiles/demo.yaml) laid "
+                                              "over the defaults in the params.yaml written."),
+             sets: Optional[List[str]] = SetOpt,
+             study: bool = typer.Option(False, "--study", help="Also write the study's pipeline, study/dvc.yaml "
+                                                               "(and its params section); with a dvc.yaml already "
+                                                               "in DIR, only that."),
+             force: bool = typer.Option(False, "--force", help="Replace files that exist.")):
+    """Write dvc.yaml, a complete params.yaml and the plot template for the spaces named, so that `dvc repro` runs
+    the EPS chain in this repository (then: git init && dvc init, if not done, and dvc repro)."""
+    from eps.pipeline import dvcfiles
+    main_too = not (study and (folder / "dvc.yaml").exists() and not force)
+    from eps.errors import ConfigError
+    try:
+        written = dvcfiles.init(folder, list(spaces or []), params, list(sets or []), force, study=study,
+                                main=main_too)
+    except ConfigError as err:
+        raise ConfigError(_one_problem_line(str(err))) from None
+    for path in written:
+        typer.echo(f"wrote {path}")
+    typer.echo("next: dvc repro" + (" study/dvc.yaml" if study and not main_too else ""))
 
 
 def main():

@@ -7,13 +7,16 @@ checkpoint) into ``<stage>/dvclive/plots/metrics/*.tsv``, the output that `dvc.y
 from the record makes the published curves identical for an interrupted-and-resumed run and an uninterrupted one;
 the live copy is rebuilt the same way on resume, so it never holds rows of the rounds a resume repeats.
 
-Each curve is one TSV (``step``, value), DVCLive's layout; ``step`` is the search iteration or the retrain epoch.
+Each curve is one TSV (``step``, value), DVCLive's layout; ``step`` is the search iteration or the retrain epoch (an
+int). DVCLive is used through its public API inside a DVC project; outside one eps writes the same files (``_Tsv``).
+`dvc.yaml`'s top-level ``plots:`` (pipeline/dvcfiles.py) group the curves into charts.
 DVCLive's summary file (``metrics.json``, the last value of each curve) is dropped from the published copy: the
 stage's own ``metrics.json`` holds the headline numbers and is the file `dvc.yaml` declares as metrics.
 """
 from __future__ import annotations
 
 import contextlib
+import csv
 import logging
 import os
 import shutil
@@ -34,30 +37,40 @@ def _dvc_project(start: Path) -> bool:
     return False
 
 
-def _live_class():
-    from dvclive import Live
+class _Tsv:
+    """DVCLive's metrics layout (``<name>.tsv``: a ``step`` column and one named after the metric's last part),
+    written by eps itself, for a run outside a DVC project only: DVCLive's public API has no switch for its DVC
+    integration, which there runs `dvc init` in the user's git repository (and stops in one without commits). Inside
+    a DVC project (or under `dvc repro`/`dvc exp run`) DVCLive writes the curves (``_open``)."""
 
-    class Live_(Live):
-        """DVCLive, minus its repository set-up outside a DVC project: there it would run `dvc init` in the user's
-        git repository (and stop in a repository without commits). Inside one (or under `dvc repro`/`dvc exp run`)
-        DVCLive does what it always does; eps never asks it to save an experiment or write a dvc.yaml."""
+    def __init__(self, folder: Path):
+        self.metrics = Path(folder) / "plots" / "metrics"
+        self.step = 0
 
-        def _init_dvc(self):
-            if not _dvc_project(Path.cwd()):
-                return
-            try:
-                super()._init_dvc()
-            except Exception as err:  # DVCLive's git probing failed: log the curves without the DVC integration
-                logging.getLogger("eps").debug("dvclive: no DVC integration (%s)", err)
-                self._dvc_repo, self._save_dvc_exp = None, False
+    def log_metric(self, name: str, value: float) -> None:
+        path = self.metrics / f"{name}.tsv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        new = not path.exists()
+        with open(path, "a", encoding="utf-8", newline="") as f:
+            writer = csv.writer(f, delimiter="\t", lineterminator=os.linesep)
+            if new:
+                writer.writerow(["step", name.rpartition("/")[2]])
+            writer.writerow([self.step, value])
 
-    return Live_
+    def next_step(self) -> None:
+        self.step += 1
+
+    def end(self) -> None:
+        pass
 
 
 def _open(folder: Path):
+    if not _dvc_project(Path.cwd()):
+        return _Tsv(folder)
+    from dvclive import Live
     logging.getLogger("dvclive").setLevel(logging.WARNING)
-    return _live_class()(str(folder), resume=False, report=None, save_dvc_exp=False, dvcyaml=False,
-                         monitor_system=False)
+    # eps writes its own dvc.yaml (`eps dvc init`) and never saves an experiment from inside a stage
+    return Live(str(folder), resume=False, report=None, save_dvc_exp=False, dvcyaml=False, monitor_system=False)
 
 
 class Curves:
@@ -81,7 +94,7 @@ class Curves:
         if self._live is None:
             self.reset([])
         live = self._live
-        live.step = int(row["step"])
+        live.step = int(row["step"])   # a public setter of DVCLive's Live: the round's iteration or the epoch
         for name, value in row.items():
             if name != "step" and value is not None:
                 live.log_metric(name, float(value))

@@ -20,7 +20,8 @@ from eps.errors import EpsError
 
 # Top-level keys, then keys of the space's section (a dotted key picks one value of a subsection).
 STAGE_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "warmup": (("seed", "deterministic", "plugins"), ("space", "supernet", "warmup", "search")),
+    # the warm-up also reads search.on_nonfinite and the search keys of the space's own task (warmup_search_keys)
+    "warmup": (("seed", "deterministic", "plugins"), ("space", "supernet", "warmup", "search.on_nonfinite")),
     "search": (("seed", "deterministic", "plugins"), ("space", "supernet", "search", "warmup.iterations")),
     "select": (("plugins",), ("space", "select", "retrain")),
     "retrain": (("seed", "deterministic", "plugins"), ("space", "retrain")),
@@ -36,6 +37,14 @@ def _portable_plugins(refs: list[str]) -> list[str]:
     return [portable_ref(r) for r in refs]
 
 
+def warmup_search_keys(search_keys) -> list[str]:
+    """The search keys the warm-up reads, of a space whose search section has ``search_keys``: ``on_nonfinite`` and
+    those the space's own settings add to the search loop's (eps.search.SearchSettings), which its supernet task
+    reads while training (e.g. darts-rnn's bptt and clip); the loop's own keys (iterations, population ...) never."""
+    from eps.search import SearchSettings
+    return ["on_nonfinite", *sorted(k for k in search_keys if k not in SearchSettings.model_fields)]
+
+
 def stage_params(params: dict, space: str, stage: str) -> dict:
     """The part of ``params`` that ``stage`` of ``space`` reads, nested as in params.yaml (plain YAML values); a key
     that ``params`` lacks (a record written by another version) is None."""
@@ -45,6 +54,8 @@ def stage_params(params: dict, space: str, stage: str) -> dict:
         out["plugins"] = _portable_plugins(list(out["plugins"]))
     section: dict = {}
     mine = params.get(space) if isinstance(params.get(space), dict) else {}
+    if stage == "warmup" and isinstance(mine.get("search"), dict):
+        keys = (*keys, *[f"search.{k}" for k in warmup_search_keys(mine["search"]) if k != "on_nonfinite"])
     for key in keys:
         head, _, leaf = key.partition(".")
         part = mine.get(head)
@@ -184,8 +195,8 @@ def check_upstream(root: Path, out: Path, space: str, stage: str, params: dict, 
         return
     recorded, current = stage_params(found[0], space, up), stage_params(params, space, up)
     if up == "warmup":
-        # dvc.yaml makes the warm-up depend on the whole search section (its task reads a few fitness/BPTT keys that
-        # differ per space); a search with, say, more iterations still starts from the same warm-up
+        # the search keys the warm-up reads (on_nonfinite, a space's BPTT keys) are the search's own params too;
+        # a search with, say, more iterations still starts from the same warm-up
         for side in (recorded, current):
             if isinstance(side.get(space), dict):
                 side[space].pop("search", None)

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from eps.params import load_params
-from tests.conftest import DATA_ROOT, REPO, TINY_NB201
+from tests.conftest import DATA_ROOT, REPO
 
 pytestmark = pytest.mark.e2e
 
@@ -44,30 +43,40 @@ def make_repo(tmp_path, *extra: str):
 
 
 def test_dvc_repro_caches_and_reruns_only_what_changed(tiny_params, tmp_path):
-    repo = make_repo(tmp_path, "study")
-    full = load_params(tiny_params)  # every key the pipeline declares must exist in params.yaml
-    (repo / "params.yaml").write_text(yaml.safe_dump(full, sort_keys=False))
+    repo = make_repo(tmp_path, "plots")
+    # the checkout's own pipeline, regenerated over the copy (the same file: tests/test_dvc_init.py), with the tiny
+    # params written complete for the spaces in use
+    sh(f"eps dvc init --params {tiny_params} --force", repo)
+    assert (repo / "dvc.yaml").read_text() == (REPO / "dvc.yaml").read_text()
+    full = yaml.safe_load((repo / "params.yaml").read_text())
+    assert set(full) == {"seed", "data_root", "device", "deterministic", "spaces", "plugins", "nb201"}
     sh("git init -q && git config user.email t@t && git config user.name t && git add -A && git commit -qm init", repo)
 
     first = sh("dvc repro", repo)
-    # the study is a pipeline of its own (study/dvc.yaml), not part of the default DAG
     assert ran(first) == {f"{s}@nb201" for s in ("warmup", "search", "select", "retrain", "report")}, first
     assert (repo / "runs/nb201/retrain/metrics.json").exists()
 
     second = sh("dvc repro", repo)
     assert ran(second) == set(), second
 
-    # the declared curves render: one plot per curve, a point per round (search) or epoch (retrain)
+    # the grouped plots render: one chart per quantity with its series, titles and axis labels from dvc.yaml
     plots = json.loads(sh("dvc plots show --json", repo, stdout_only=True))
-    data = plots["data"]
-    for name, points in (("search/dvclive/plots/metrics/train/loss.tsv", 6),
-                         ("search/dvclive/plots/metrics/population/tau.tsv", 6),
-                         ("retrain/dvclive/plots/metrics/test/acc.tsv", 2)):
-        rendered = data[f"runs/nb201/{name}"]
-        assert len(rendered[0]["content"]["data"]["values"]) == points, name
     assert not plots.get("errors"), plots.get("errors")
+    data = plots["data"]
+    for name, files, points in (("search training loss", 1, 6), ("search fitness of the scored group", 2, 12),
+                                ("population ground-truth accuracy", 2, 12), ("population ranking quality", 1, 6),
+                                ("retrain loss", 2, 4), ("retrain accuracy", 2, 4)):
+        content = data[f"nb201: {name}"][0]["content"]
+        values = content["data"]["values"]
+        assert len(values) == points, name
+        series = {v.get("filename") or v.get("filename::field") for v in values}   # one series per file
+        assert len(series) == files, (name, series)
+        assert all(str(v["step"]).isdigit() for v in values), name   # integer steps and epochs in the TSVs
+        title = content["title"]
+        assert (title["text"] if isinstance(title, dict) else title) == f"nb201: {name}"
+        assert content["encoding"]["x"]["axis"] == {"format": "d", "tickMinStep": 1}
     sh("dvc plots show -o plots_html", repo)
-    assert "vega" in (repo / "plots_html/index.html").read_text()
+    assert "nb201: retrain loss" in (repo / "plots_html/index.html").read_text()
 
     # what the README says to commit (dvc.lock and runs/: DVC's .gitignore files keep the cached outputs out of
     # git) lets a clone get everything with `dvc pull`, with nothing to rerun
@@ -76,8 +85,8 @@ def test_dvc_repro_caches_and_reruns_only_what_changed(tiny_params, tmp_path):
     assert "runs/nb201/.work" not in sh("git ls-files", repo)
     clone = tmp_path / "clone"
     sh(f"git clone -q {repo} {clone}", tmp_path)
-    sh("dvc pull -q dvc.yaml", clone)  # the main chain (the on-request study has not run)
-    assert "up to date" in sh("dvc status dvc.yaml", clone)
+    sh("dvc pull -q", clone)
+    assert "up to date" in sh("dvc status", clone)  # no study pipeline until asked for
     assert ran(sh("dvc repro", clone)) == set()
 
     full["nb201"]["retrain"]["epochs"] = 1
@@ -87,28 +96,11 @@ def test_dvc_repro_caches_and_reruns_only_what_changed(tiny_params, tmp_path):
     # the network the retrain section builds, then retrain and the report that shows it
     assert ran(third) == {"select@nb201", "retrain@nb201", "report@nb201"}, third
     assert '"epochs": 1' in (repo / "runs/nb201/retrain/metrics.json").read_text()
-    status = sh("dvc status dvc.yaml", repo)  # the main chain; the on-request study pipeline has not run
-    assert "up to date" in status
+    status = sh("dvc status", repo)
+    assert "up to date" in status and "study" not in status, status
+
+    # the study, on request: its pipeline and params section are written next to the existing ones
+    sh(f"eps dvc init --study --params {tiny_params}", repo)
+    assert "study" in yaml.safe_load((repo / "params.yaml").read_text())
     assert ran(sh("dvc repro study/dvc.yaml", repo)) == {"study/dvc.yaml:study"}
     assert (repo / "runs/nb201/study/metrics.json").exists()
-
-
-def test_dvc_repro_runs_a_space_kept_outside_eps(tmp_path):
-    """The example space (examples/chain_space.py) through `dvc repro`: registered by `plugins`, its section pasted
-    from `eps params --space`, no file of eps touched."""
-    repo = make_repo(tmp_path, "examples")
-    ref = "examples/chain_space.py:ChainSpace"
-    section = yaml.safe_load(sh(f"eps params --space {ref}", repo, stdout_only=True))
-    section["chain"]["supernet"]["data_subset"] = 256
-    section["chain"]["search"].update(iterations=30, val_interval=10, population=8, group=4, parents=2,
-                                      batch_size=16, fitness_batch_size=32, checkpoint_every=1)
-    section["chain"]["select"]["window"] = 30
-    section["chain"]["retrain"].update(epochs=1, batch_size=32, train_subset=128, test_subset=100)
-    tiny_nb201 = yaml.safe_load(yaml.safe_dump(TINY_NB201))
-    params = {**load_params(None, tiny_nb201), "spaces": ["chain"], "plugins": [ref], **section}
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    sh("git init -q && git config user.email t@t && git config user.name t && git add -A && git commit -qm init", repo)
-    first = sh("dvc repro", repo)
-    assert {f"{s}@chain" for s in ("warmup", "search", "select", "retrain", "report")} <= ran(first), first
-    assert (repo / "runs/chain/retrain/metrics.json").exists()
-    assert ran(sh("dvc repro", repo)) == set()
