@@ -202,6 +202,12 @@ def _check_device(device) -> torch.device:
         raise EpsError(f"device {str(device)!r}: MPS is not available on this machine; pass device='cpu'")
     elif dev.type == "meta":
         raise EpsError("device 'meta' holds no weights; pass 'cpu' or a GPU")
+    elif dev.type == "cpu" and dev.index not in (None, 0):
+        raise EpsError(f"device {str(device)!r}: the CPU is one device, 'cpu'; pass device='cpu'")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        # torch names more device types (xla, hpu, vulkan, privateuseone ...) than a build supports; eps's networks
+        # are tested on these three, and the others fail inside torch with errors that name no fix
+        raise EpsError(f"device {str(device)!r} is not one eps loads models onto; pass 'cpu', 'cuda', 'cuda:N' or 'mps'")
     return dev
 
 

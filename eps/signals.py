@@ -9,7 +9,9 @@ the round is kept. A second SIGTERM raises at once.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import sys
 
 from eps.errors import Terminated
 
@@ -18,12 +20,23 @@ _pending = False    # ... and is held until the loop's next safe point
 _deferring = 0
 
 
+def _importing() -> bool:
+    """Whether a module is being imported right now (importlib marks its spec ``_initializing`` until done)."""
+    return any(getattr(getattr(m, "__spec__", None), "_initializing", False) for m in list(sys.modules.values()))
+
+
 def _handler(signum, frame) -> None:
     global _received, _pending
     _received = True
     if _deferring and not _pending:
         _pending = True
         return
+    if _importing():
+        # an exception raised inside an import (torch's above all, a minute's first seconds) leaves half-built
+        # modules that crash the error handler or the interpreter's exit (seen: segfaults); nothing has been computed
+        # or opened for writing while modules load, so leave at once with the one line
+        os.write(2, b"terminated (SIGTERM) while eps was starting; nothing was lost, run the same command again\n")
+        os._exit(143)
     raise Terminated()
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 from typing import List, Optional
 
@@ -37,8 +38,10 @@ def _narrow() -> bool:
 
 
 def _plain_help(command, ctx, formatter) -> None:
-    """The help page, drawn by rich, or plain when the terminal is too narrow for rich's boxes (see ``_narrow``)."""
-    if not _narrow():
+    """The help page, drawn by rich, or plain when the terminal is too narrow for rich's boxes (see ``_narrow``) or
+    NO_COLOR is set (rich's boxes and bold are terminal escapes too)."""
+    import os
+    if not (_narrow() or os.environ.get("NO_COLOR")):
         return super(type(command), command).format_help(ctx, formatter)
     mode, command.rich_markup_mode = command.rich_markup_mode, None
     try:
@@ -297,11 +300,17 @@ def _describe(err: BaseException) -> tuple[int, str | None]:
         # newline in a path included
         return 2, f"error: {text if 'problem(s) with params' in text else _escaped(text.strip())}"
     from eps.spaces import plugin_failure
-    plugin = plugin_failure(err) if isinstance(err, Exception) else None
+    try:
+        plugin = plugin_failure(err) if isinstance(err, Exception) else None
+    except Exception:  # naming the plugin is a courtesy; the line below still describes the error
+        plugin = None
     if plugin:  # a plugin's own bug is the plugin's to fix, not eps's to be reported
         return 2, f"error: {_escaped(plugin)}"
     if distributed.peer_lost(err):
-        return 2, (f"error: rank lost: another rank of this torchrun job stopped ({_text(err, 160)}); resume with "
+        # the backend's message starts with its source location ("[.../gloo/transport/tcp/pair.cc:545] Read error
+        # ...: Connection reset by peer. This is typically caused by ..."): keep the first sentence of what it says
+        said = re.sub(r"^\[[^\]]*\]\s*", "", _text(err, 400)).split(". ")[0][:160]
+        return 2, (f"error: rank lost: another rank of this torchrun job stopped ({said}); resume with "
                    f"the same command once every node is up")
     if isinstance(err, OSError):
         return 2, f"error: {_os_error_line(err)}"

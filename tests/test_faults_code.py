@@ -152,7 +152,8 @@ def test_a_forged_network_is_refused_before_anything_is_allocated(nb201_model, n
 
 @pytest.mark.parametrize("device, needle", [
     ("nonsense", "not a device torch knows"), ("cuda:99", "cuda"), ("meta", "holds no weights"), (42, "str"),
-    ("", "not a device torch knows"),
+    ("", "not a device torch knows"), ("xla", "not one eps loads models onto"), ("hpu", "not one eps loads"),
+    ("vulkan", "not one eps loads"), ("privateuseone", "not one eps loads"), ("cpu:1", "the CPU is one device"),
 ])
 def test_a_device_this_machine_lacks_is_one_line(nb201_model, device, needle):
     assert needle in one_line(eps.load_model, nb201_model, device=device)
@@ -200,6 +201,22 @@ def test_a_plugin_whose_decode_raises_keyerror_is_named(tmp_path):
     line = cli_error(run_eps("arch", "params", "conv_1x1-conv_1x1-conv_1x1-conv_1x1", "--space", ref,
                              cwd=tmp_path, check=False), f"plugin '{ref}' failed in decode: KeyError: 'foo'")
     assert "report it" not in line
+
+
+@pytest.mark.cli
+@pytest.mark.parametrize("exc", [
+    "class E(Exception):\n    def __str__(self):\n        raise RuntimeError('str broke')\n",
+    "class E(Exception):\n    def __str__(self):\n        return 42\n",
+    "class E(Exception):\n    def __str__(self):\n        raise ValueError()\n    def __repr__(self):\n"
+    "        raise ValueError()\n",
+])
+def test_a_plugin_exception_that_cannot_be_printed_still_names_the_plugin(tmp_path, exc):
+    ref = plugin(tmp_path, "oddexc", DECODE, DECODE + "        raise E()\n")
+    src = tmp_path / "oddexc.py"
+    src.write_text(src.read_text() + "\n\n" + exc)
+    # decode fails on the registration's round-trip check: the line names the plugin and the exception's type
+    line = cli_error(run_eps("params", "--space", ref, cwd=tmp_path, check=False), ref, "round-tripping", "(E)")
+    assert "report it" not in line, line
 
 
 @pytest.mark.cli

@@ -129,6 +129,15 @@ def test_no_color_is_respected_on_a_terminal(tmp_path, args):
     assert len(shown.strip().splitlines()) == 1 and shown.startswith("error: "), repr(shown)
 
 
+@pytest.mark.parametrize("args", [["-h"], ["stage", "search", "-h"]])
+def test_no_color_help_on_a_terminal_has_no_escapes(args):
+    """COLUMNS unset, a real terminal: rich's help has bold and boxes, which NO_COLOR turns into the plain page."""
+    code, shown = _on_a_terminal(args)
+    assert code == 0 and ANSI in shown, shown          # the check below can fail
+    code, shown = _on_a_terminal(args, NO_COLOR="1")
+    assert code == 0 and ANSI not in shown and "Usage: eps" in shown, repr(shown[:300])
+
+
 # ------------------------------------------------------------------------------------------ 6. SIGTERM as Ctrl-C
 
 @pytest.mark.e2e
@@ -161,6 +170,35 @@ def test_sigterm_checkpoints_says_one_line_exits_143_and_resumes_exactly(tmp_pat
     again = run_eps("stage", "search", "--params", params, "--out", out, one_thread=True)
     assert f"resumed from iteration {stopped} " in again.stderr, again.stderr
     same_search_outputs(tmp_path / "whole/nb201/search", out / "nb201/search")
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("delay", [0.3, 1.0, 2.0, 3.5])
+def test_sigterm_in_the_first_seconds_is_one_line_and_143(tmp_path, delay):
+    """While eps is still importing torch and its modules, a SIGTERM (a job cancelled at once) must neither crash the
+    interpreter (seen: segfaults) nor the error handler: one line, status 143, whatever the moment."""
+    params = _params(tmp_path / "p.yaml", iterations=120, val_interval=10, checkpoint_every=4)
+    proc = subprocess.Popen([EPS, "stage", "search", "--params", params, "--out", tmp_path / "r"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    time.sleep(delay)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    lines = err.strip().splitlines()
+    assert proc.returncode == 143 and len(lines) == 1 and lines[0].startswith("terminated (SIGTERM)"), (
+        proc.returncode, err)
+
+
+def test_a_lost_peer_line_keeps_the_backends_words_not_its_source_location():
+    from eps.pipeline.cli import _describe
+    err = RuntimeError("[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:545] Read error "
+                       "[127.0.0.1]:29379: Connection reset by peer. This is typically caused by a remote peer")
+    code, line = _describe(err)
+    assert code == 2 and "(Read error [127.0.0.1]:29379: Connection reset by peer)" in line, line
+    assert "pair.cc" not in line and "typically" not in line, line
 
 
 # --------------------------------------------------------------------------------------- 6. torchrun failures

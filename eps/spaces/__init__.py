@@ -71,7 +71,7 @@ def check_space(cls, where: str, build: bool = True) -> type:
                          f"{'; '.join(error_lines(err, params))}") from None
     except Exception as err:  # a problems() rule that crashes on the defaults is broken too
         raise SpaceError(f"{where} (space {name!r}): its Params defaults do not validate "
-                         f"({type(err).__name__}: {err})".splitlines()[0]) from None
+                         f"({_exc_line(err)})") from None
     if build:
         _check_notation(cls, name, where, params().model_validate(defaults))
     return cls
@@ -92,7 +92,7 @@ def _check_notation(cls, name: str, where: str, defaults: dict) -> None:
         raise
     except Exception as err:
         raise SpaceError(f"{where} (space {name!r}): building it from its defaults and round-tripping a sampled "
-                         f"architecture failed ({type(err).__name__}: {err})".splitlines()[0]) from None
+                         f"architecture failed ({_exc_line(err)})") from None
     for garbage in ("certainly not an architecture", ""):
         try:
             space.decode(garbage)
@@ -158,7 +158,10 @@ _origin: dict[str, str] = {}   # registered name -> the reference it came from
 
 def _exc_line(err: BaseException) -> str:
     """``Type: message`` of an exception raised by a plugin, on one line."""
-    text = " ".join(str(err).split())
+    try:  # a plugin's exception may not turn into text at all (a __str__ that raises or returns a non-str, a huge int)
+        text = " ".join(str(err).split())
+    except Exception:
+        text = ""
     text = text if len(text) <= 200 else text[:197] + "..."
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
