@@ -192,8 +192,9 @@ def test_sigterm_in_the_first_seconds_is_one_line_and_143(tmp_path, delay):
         proc.returncode, err)
 
 
-def test_a_lost_peer_line_keeps_the_backends_words_not_its_source_location():
+def test_a_lost_peer_line_keeps_the_backends_words_not_its_source_location(monkeypatch):
     from eps.pipeline.cli import _describe
+    monkeypatch.setenv("WORLD_SIZE", "2")   # a rank of a torchrun job
     err = RuntimeError("[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:545] Read error "
                        "[127.0.0.1]:29379: Connection reset by peer. This is typically caused by a remote peer")
     code, line = _describe(err)
