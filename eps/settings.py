@@ -44,6 +44,7 @@ MAX_BATCH = 10**6   # examples (or sequence columns) per batch
 MAX_ITEMS = 10**9   # examples or tokens of a data subset (PTB has 0.9e6 training tokens, CIFAR-10 50,000 images)
 MAX_WIDTH = 10**5   # channels / hidden units (the same cap as `eps arch params --channels`)
 MAX_DEPTH = 1000    # cells or layers (the same cap as `eps arch params --layers`)
+MAX_CLASSES = 10**7  # output classes of a network (ImageNet-21k has 21,841; a language model's vocabulary 10**5-10**6)
 
 
 class Settings(BaseModel):

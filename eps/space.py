@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from eps.errors import DataError
-from eps.settings import Settings, section
+from eps.settings import MAX_CLASSES, MAX_DEPTH, MAX_WIDTH, Settings, section
 from eps.retrain import RetrainSettings
 from eps.search import SearchSettings, WarmupSettings
 from eps.selection import SelectSettings
@@ -27,11 +27,11 @@ from eps.predictor import Featurizable  # noqa: F401  (a capability of spaces, d
 
 Arch = Hashable
 
-# Upper bounds on the sizes of a standalone network that a machine can build (``eps arch params`` options, whose
-# CLI keeps a copy in MAX_SIZE_OPTION so that it starts without torch, and the network a model file rebuilds): wider
-# or deeper ones would allocate hundreds of GB, or take minutes just to construct, before anything could check them.
-# A space declares which of its ``build_network`` keywords they bound in ``network_bounds`` (keyword -> (min, max)).
-MAX_CLASSES, MAX_CHANNELS, MAX_LAYERS = 10**7, 10**5, 1000
+# Upper bounds on the sizes of a standalone network that a machine can build (the params' width and depth settings,
+# ``eps arch params`` options and the network a model file rebuilds share them, eps.settings): wider or deeper ones
+# would allocate hundreds of GB, or take minutes just to construct, before anything could check them. A space
+# declares which of its ``build_network`` keywords they bound in ``network_bounds`` (keyword -> (min, max)).
+MAX_CHANNELS, MAX_LAYERS = MAX_WIDTH, MAX_DEPTH
 
 
 @runtime_checkable

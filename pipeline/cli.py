@@ -541,8 +541,8 @@ def show_params(params: Optional[Path] = ParamsOpt,
 def _max_size_option() -> dict[str, int]:
     """The bounds of the params' own width and depth settings (eps.settings), so both accept the same networks
     (imported here, not at start-up: `eps --help` stays fast)."""
-    from eps.settings import MAX_DEPTH, MAX_WIDTH
-    return {"--classes": 10**7, "--channels": MAX_WIDTH, "--layers": MAX_DEPTH}
+    from eps.settings import MAX_CLASSES, MAX_DEPTH, MAX_WIDTH
+    return {"--classes": MAX_CLASSES, "--channels": MAX_WIDTH, "--layers": MAX_DEPTH}
 
 
 def _check_sizes(options: dict) -> None:

@@ -101,7 +101,8 @@ def test_redo_and_explicit_params_reach_the_stage_functions(tmp_path, monkeypatc
 
     res = runner.invoke(cli.app, ["stage", "search", "--redo", "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
-    assert calls == [("search", {"restart": True, "redo": True})]
+    # --redo reaches the stage as it is: the stage resumes its own interrupted redo (restart only with --restart)
+    assert calls == [("search", {"restart": False, "redo": True})]
     calls.clear()
     res = runner.invoke(cli.app, ["stage", "retrain", "--restart", "--out", str(tmp_path)])
     assert calls == [("retrain", {"restart": True, "redo": False, "arch": None})]
@@ -109,7 +110,7 @@ def test_redo_and_explicit_params_reach_the_stage_functions(tmp_path, monkeypatc
     res = runner.invoke(cli.app, ["run", "--redo", "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
     assert [c[0] for c in calls] == [*STAGES, "report"]
-    assert all(kw == {"restart": True, "redo": True} for _, kw in calls[:4])
+    assert all(kw == {"restart": False, "redo": True} for _, kw in calls[:4])
     calls.clear()
 
     (tmp_path / "params.yaml").write_text("seed: 1\n")   # found, not given: the run's recorded params win

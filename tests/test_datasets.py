@@ -378,7 +378,7 @@ def test_tiny_search_on_each_dataset(dataset, tmp_path, monkeypatch):
 
     text = " ".join(report.report("nb201", params, out).split())  # a caption may wrap
     short = {"cifar100": "C100 test", "imagenet16-120": "IN16-120 test"}[dataset]
-    assert f"{short} (%)" in text and f"rank by {short} among all cells" in text and "C10 " not in text
+    assert f"benchmark {short} (%)" in text and f"benchmark rank by {short}" in text and "C10 " not in text
 
 
 @pytest.mark.cli

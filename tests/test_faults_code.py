@@ -169,9 +169,9 @@ def test_the_device_is_checked_before_the_file(tmp_path):
 
 
 def test_the_cli_size_bounds_are_the_spaces_bounds():
-    from eps.pipeline.cli import MAX_SIZE_OPTION
+    from eps.pipeline.cli import _max_size_option
     from eps.space import MAX_CHANNELS, MAX_CLASSES, MAX_LAYERS
-    assert MAX_SIZE_OPTION == {"--classes": MAX_CLASSES, "--channels": MAX_CHANNELS, "--layers": MAX_LAYERS}
+    assert _max_size_option() == {"--classes": MAX_CLASSES, "--channels": MAX_CHANNELS, "--layers": MAX_LAYERS}
 
 
 # --------------------------------------------------------------------------------------- plugins fail as plugins

@@ -303,8 +303,10 @@ def test_double_ctrl_c_exits_quietly_with_130(tmp_path, gap):
     """Ctrl-C twice: the second one lands while eps shuts down (atexit handlers, interpreter teardown)."""
     params = write(tmp_path / "long.yaml", yaml.safe_dump(LONG_SEARCH))
     out = tmp_path / "runs"
+    # SIGINT as a terminal delivers it: a shell's background job (nohup, `&`) ignores it, and Python keeps that
     proc = subprocess.Popen([EPS, "stage", "search", "--params", params, "--out", out], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=eps_env(one_thread=True))
+                            stderr=subprocess.PIPE, text=True, env=eps_env(one_thread=True),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while not (out / "nb201/.work/search/last.pt").exists():  # the search loop is running
