@@ -168,6 +168,28 @@ def _headline_keys(metrics: dict) -> list[str]:
     return sorted(keys, key=lambda k: ("percent", "ppl", "loss").index(quantity(k)))
 
 
+SUMMARY_FILE = "summary.json"  # beside the stage folders: OUT/SPACE/summary.json
+SUMMARY_KEYS = {"search": ("population_tau", "population_max_acc"), "select": ("chosen_acc", "chosen_rank")}
+
+
+def summary(search: dict | None, select: dict | None, retrain: dict | None) -> dict[str, dict[str, float]]:
+    """A run's headline numbers by stage, as ``runs/<space>/summary.json`` holds them (the DVC pipeline's metrics,
+    so `dvc exp show` has a few columns rather than every stage's details): the search's Kendall tau of -loss vs
+    benchmark accuracy over the final population and its best member's accuracy (%), the chosen cell's benchmark
+    accuracy (%) and rank, the retrained network's test metrics (``_headline_keys``) and parameter count. Keys a
+    space does not produce (no benchmark) and stages not finished are left out; non-finite values too (JSON has
+    none)."""
+    picks = (("search", search, SUMMARY_KEYS["search"]), ("select", select, SUMMARY_KEYS["select"]),
+             ("retrain", retrain, [*(_headline_keys(retrain) if retrain else []), "params"]))
+    out = {}
+    for stage, metrics, keys in picks:
+        numbers = {k: metrics[k] for k in keys if isinstance((metrics or {}).get(k), (int, float))
+                   and not isinstance(metrics[k], bool) and math.isfinite(metrics[k])}
+        if numbers:
+            out[stage] = numbers
+    return out
+
+
 def results_table(labels: dict[str, str], selection: dict | None, retrain: dict | None, retrained: str | None,
                   primary: str | None = None) -> Table | None:
     """The run's results, one column per architecture label: the retrained cell's test metrics, each chosen cell's

@@ -147,7 +147,7 @@ class _Run:
     out: Path
     space_name: str
     params: dict
-    search_metrics = search_timing = search_run = selection = None
+    search_metrics = search_timing = search_run = selection = select_metrics = None
     retrain_metrics = retrain_timing = retrain_run = None
     drawing = curve = population = optimum = retrained_gt = None
     snaps: list
@@ -179,6 +179,7 @@ def _load(space_name: str, params: dict, out: str | Path, explicit: bool) -> _Ru
     r.search_metrics, r.search_timing, r.search_run = (f.json() for f in search_files)
     selection_file = artifact("select", "selection.json")
     r.selection = selection = selection_file.json()
+    r.select_metrics = artifact("select", "metrics.json").json()
     r.chosen = {}
     if selection:
         def check_selection():
@@ -278,6 +279,8 @@ def _write(r: _Run, show_settings: bool) -> str:
     results, details, settings = _blocks(r)
     text = rep.plain_text(results + details + settings)
     eio.update_text(d / "report.txt", text)  # unchanged content keeps its file (and DVC sees no change)
+    headline = rep.summary(r.search_metrics, r.select_metrics, r.retrain_metrics)
+    eio.update_text(r.paths.root / rep.SUMMARY_FILE, json.dumps(headline, indent=2) + "\n")
     console = rep.terminal_console()
     rep.show(console, results + details + (settings if show_settings or not (selection or r.search_metrics
                                                                             or r.retrain_metrics) else []))

@@ -45,16 +45,21 @@ def make_repo(tmp_path, *extra: str):
 def test_dvc_repro_caches_and_reruns_only_what_changed(tiny_params, tmp_path):
     repo = make_repo(tmp_path, "plots")
     # the checkout's own pipeline, regenerated over the copy (the same file: tests/test_dvc_init.py), with the tiny
-    # params written complete for the spaces in use
+    # params written as DVC tracks them (what differs from the defaults, every tracked key)
     sh(f"eps dvc init --params {tiny_params} --force", repo)
     assert (repo / "dvc.yaml").read_text() == (REPO / "dvc.yaml").read_text()
     full = yaml.safe_load((repo / "params.yaml").read_text())
-    assert set(full) == {"seed", "data_root", "device", "deterministic", "spaces", "plugins", "nb201"}
+    assert {"seed", "deterministic", "spaces", "plugins", "nb201"} <= set(full) and "eps_version" not in full
+    assert set(full["nb201"]) == {"space", "supernet", "warmup", "search", "select", "retrain"}
     sh("git init -q && git config user.email t@t && git config user.name t && git add -A && git commit -qm init", repo)
 
     first = sh("dvc repro", repo)
     assert ran(first) == {f"{s}@nb201" for s in ("warmup", "search", "select", "retrain", "report")}, first
     assert (repo / "runs/nb201/retrain/metrics.json").exists()
+    summary = json.loads((repo / "runs/nb201/summary.json").read_text())
+    assert set(summary) == {"search", "select", "retrain"} and "test_acc" in summary["retrain"], summary
+    metrics = json.loads(sh("dvc metrics show --json", repo, stdout_only=True))
+    assert "runs/nb201/summary.json" in json.dumps(metrics) and "search/metrics.json" not in json.dumps(metrics)
 
     second = sh("dvc repro", repo)
     assert ran(second) == set(), second
@@ -82,7 +87,9 @@ def test_dvc_repro_caches_and_reruns_only_what_changed(tiny_params, tmp_path):
     # git) lets a clone get everything with `dvc pull`, with nothing to rerun
     sh("dvc remote add -d -q local ../remote && dvc push -q && git add -A dvc.lock runs .dvc/config "
        "&& git commit -qm run", repo)
-    assert "runs/nb201/.work" not in sh("git ls-files", repo)
+    tracked = sh("git ls-files", repo)
+    assert "runs/nb201/.work" not in tracked and "runs/nb201/summary.json" in tracked
+    assert "supernet.pt" not in tracked and "history.jsonl" not in tracked
     clone = tmp_path / "clone"
     sh(f"git clone -q {repo} {clone}", tmp_path)
     sh("dvc pull -q", clone)

@@ -119,18 +119,31 @@ def test_init_refuses_to_overwrite_without_force(tmp_path):
 
 
 @pytest.mark.cli
-def test_init_with_an_overlay_writes_the_complete_params(tmp_path):
-    """An overlay in the style of profiles/demo.yaml becomes the complete file DVC needs (every tracked key), with
-    only the spaces in use and the installed eps version."""
-    run_eps("dvc", "init", "--params", REPO / "profiles/demo.yaml", "-S", "nb201.retrain.epochs=1", cwd=tmp_path)
+def test_init_with_an_overlay_writes_what_differs_and_every_tracked_key(tmp_path):
+    """An overlay in the style of profiles/demo.yaml becomes the params.yaml DVC tracks: the keys that differ from
+    eps's defaults and every key a stage tracks (DVC refuses a missing one), only the spaces in use, the installed
+    eps version; read back, it is the same params; and git is told to ignore the stages' checkpoints."""
+    import eps
+    run_eps("dvc", "init", "--params", REPO / "profiles/demo.yaml", "-S", "nb201.retrain.epochs=1",
+            "-S", "nb201.select.alpha=1.4", cwd=tmp_path)
     written = yaml.safe_load((tmp_path / "params.yaml").read_text())
     demo = load_params(REPO / "profiles/demo.yaml", ["nb201.retrain.epochs=1"])
-    assert written["nb201"] == demo["nb201"] and written["nb201"]["retrain"]["epochs"] == 1
-    assert set(written) == {"seed", "data_root", "device", "deterministic", "spaces", "plugins", "eps_version",
-                            "nb201"}
-    import eps
-    assert written["eps_version"] == eps.__version__
-    assert load_params(tmp_path / "params.yaml") == load_params(tmp_path / "params.yaml", written)
+    assert load_params(tmp_path / "params.yaml") == {**demo, "eps_version": eps.__version__}
+    assert set(written) == {"seed", "device", "deterministic", "spaces", "plugins", "eps_version", "nb201"}
+    assert written["nb201"]["retrain"]["epochs"] == 1 and "alpha" not in written["nb201"]["select"]  # the default
+    assert written["nb201"]["supernet"] == {}                                 # tracked, all defaults
+    assert written["nb201"]["search"]["on_nonfinite"] == "stop"              # tracked one by one by the warm-up
+    assert "lr" not in written["nb201"]["search"] and written["nb201"]["search"]["iterations"] == 1000
+    tracked = {p.replace("${item}", "nb201") for st in yaml.safe_load((tmp_path / "dvc.yaml").read_text())[
+        "stages"].values() for p in st["do"]["params"]}
+    for key in tracked:   # every tracked key is in the file
+        node = written
+        for part in key.split("."):
+            assert isinstance(node, dict) and part in node, key
+            node = node[part]
+    assert {"/runs/*/.work/", "dvc_plots/"} <= set((tmp_path / ".gitignore").read_text().splitlines())
+    run_eps("dvc", "init", "--force", cwd=tmp_path)   # the ignore lines are added once
+    assert (tmp_path / ".gitignore").read_text().count("/runs/*/.work/") == 1
 
 
 @pytest.mark.cli
@@ -188,15 +201,36 @@ def test_dvc_repro_in_a_fresh_repository_outside_the_checkout(tmp_path):
     assert "search@chain" in status and "warmup@chain" not in status and "nb201" not in status, status
     sh("git checkout -q params.yaml", repo)
 
-    # the same change as a DVC experiment: only the dependent stages of that space run
-    again = ran(sh("dvc exp run -S chain.search.iterations=40", repo))
+    # the same change as a DVC experiment (and a key params.yaml lacks, added with DVC's '++'): only the dependent
+    # stages of that space run
+    again = ran(sh("dvc exp run -S chain.search.iterations=40 -S '++chain.select.alpha=1.5'", repo))
     assert "search@chain" in again and again <= {f"{s}@chain" for s in ("search", "select", "retrain", "report")}, again
     assert json.loads((repo / "runs/chain/search/metrics.json").read_text())["iterations"] == 40
+    assert yaml.safe_load((repo / "params.yaml").read_text())["chain"]["select"]["alpha"] == 1.5
+
+    # `dvc exp show`: DVC's columns, the headline metrics (summary.json), the params in params.yaml (what differs
+    # from eps's defaults and the tracked keys, never a default), one hash per upstream output
     columns = sh("dvc exp show --csv", repo, stdout_only=True).splitlines()[0].split(",")
-    short = sh("dvc exp show --csv --only-changed", repo, stdout_only=True).splitlines()[0].split(",")
-    print(f"dvc exp show --csv: {len(columns)} columns; --only-changed: {len(short)}")
+    written = yaml.safe_load((repo / "params.yaml").read_text())
+    leaves = set(_flat(written))
+    summaries = {sp: json.loads((repo / f"runs/{sp}/summary.json").read_text()) for sp in ("nb201", "chain")}
+    metric_names = {f"{stage}.{k}" for s in summaries.values() for stage, ks in s.items() for k in ks}
+    params = [c for c in columns[5:] if any(leaf.split("=")[0] == c for leaf in leaves)]
+    deps = [c for c in columns[5:] if (c.startswith("runs/") and ":" not in c) or c == "my_space.py"]
+    metrics = [c for c in columns[5:] if c not in params and c not in deps]
+    assert columns[:5] == ["Experiment", "rev", "typ", "Created", "parent"], columns
+    assert all(m.rpartition(":")[2] in metric_names and (":" not in m or "summary.json" in m) for m in metrics), metrics
+    assert len(deps) == 1 + 2 * 7, deps   # the plugin file; per space 4 stage folders and 3 files read from them
+    assert "chain.search.lr" not in columns and "chain.search.iterations" in params, columns
+    print(f"dvc exp show --csv: {len(columns)} columns: {len(metrics)} metrics, {len(params)} params, "
+          f"{len(deps)} dependencies")
     assert not any(c.startswith(("darts", "study")) for c in columns), columns
-    assert "chain.search.iterations" in short and len(short) <= 40, short
+
+    # what the tutorial says to commit: the headline metrics and DVC's ignore files, never a checkpoint or a cached
+    # output
+    sh("git add dvc.lock runs", repo)
+    staged = sh("git ls-files runs", repo, stdout_only=True).split()
+    assert "runs/chain/summary.json" in staged and not any(".work" in f or f.endswith(".pt") for f in staged), staged
 
     # the study's pipeline appears only when asked for
     sh("eps dvc init --study -S study.iterations=60", repo)
