@@ -521,7 +521,7 @@ def show_params(params: Optional[Path] = ParamsOpt,
     """Print the effective params (defaults overlaid with --params or ./params.yaml, then -S) as YAML, validated.
 
     With --space, only that space's section: ready to paste into params.yaml (for your own space too).
-    `eps params --params overlay.yaml > params.yaml` turns an overlay into the complete file DVC needs."""
+    Every key with its value; `eps dvc init --params overlay.yaml` writes the params.yaml DVC tracks."""
     import yaml
     from eps.spaces import broken
     name, p = _params(params, space, sets=sets)
