@@ -351,6 +351,14 @@ def report_many(space_name: str, params: dict, outs: list[Path], explicit: bool 
                            f"seed (first vs this: {shown}{more}); report several run folders together only when they "
                            f"are seeds of one experiment, or report each on its own")
     seeds = [r.params.get("seed") for r in runs]
+    # a mean and std over a run counted twice (a copied folder, or one given twice) would claim a spread not measured
+    for i, r in enumerate(runs):
+        same = next((o for o in runs[:i] if o.params.get("seed") == r.params.get("seed")), None)
+        if same is not None:
+            twice = Path(same.paths.root).resolve() == Path(r.paths.root).resolve()
+            raise EpsError(f"{r.paths.root} is given twice; report each run folder once" if twice else
+                           f"{same.paths.root} and {r.paths.root} are both seed {r.params.get('seed')} (a copy of "
+                           f"one run?); report several run folders together only when each has its own seed")
 
     archs = [r.retrained_arch if r.retrain_metrics else (r.selection or {}).get("arch") for r in runs]
     labels: dict[str, str] = {}
