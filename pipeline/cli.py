@@ -39,8 +39,11 @@ def _narrow() -> bool:
 
 def _plain_help(command, ctx, formatter) -> None:
     """The help page, drawn by rich, or plain when the terminal is too narrow for rich's boxes (see ``_narrow``) or
-    NO_COLOR is set (rich's boxes and bold are terminal escapes too)."""
+    NO_COLOR is set (rich's boxes and bold are terminal escapes too); flags without a metavar."""
     import os
+    for param in command.get_params(ctx):
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""  # typer's rich page shows a flag's type (<bool>), but a flag takes no value
     if not (_narrow() or os.environ.get("NO_COLOR")):
         return super(type(command), command).format_help(ctx, formatter)
     mode, command.rich_markup_mode = command.rich_markup_mode, None
