@@ -87,6 +87,9 @@ def parse_sets(sets: Iterable[str]) -> dict:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
             value = raw  # as DVC: what YAML cannot read is a string
+        except RecursionError:
+            raise ConfigError(f"-S {key}=...: the value is nested too deeply to be a param; give a number, a "
+                              f"string or a short list") from None
         if isinstance(value, str) and _FLOAT.fullmatch(value):
             value = float(value)  # YAML 1.2 (DVC's -S) reads 1e-3 as a number; PyYAML (YAML 1.1) needs 1.0e-3
         out = deep_update(out, _nest(parts, value))
@@ -166,6 +169,14 @@ def load_params(path: str | os.PathLike | None = None, overrides: Mapping | Iter
     Raises ConfigError listing every problem, one ``key.path: message`` line each; an unknown key names the closest
     valid one.
     """
+    try:
+        return _load(path, overrides, plugins)
+    except RecursionError:  # a document YAML could read, nested deeper than the validation can walk
+        where = f"params file {path}" if path is not None else "the params overrides"
+        raise ConfigError(f"{where} is nested too deeply to be params; params nest a few levels of sections") from None
+
+
+def _load(path, overrides, plugins) -> dict:
     from eps.spaces import register_ref
     if overrides is not None and not isinstance(overrides, Mapping):
         if isinstance(overrides, (str, bytes)):
