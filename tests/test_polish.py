@@ -195,3 +195,50 @@ def test_one_not_regular_check_for_artifacts_and_data(tmp_path):
     link.symlink_to("/dev/zero")
     with pytest.raises(DataError, match=r"ground_truth.csv -> /dev/zero is a character device, not a regular file"):
         eps.data.files.note_read(link)
+
+
+# ------------------------------------------------------------------------------------------------ attack pass
+
+def test_out_that_is_empty_or_a_file_is_refused_naming_out(tiny_params, tmp_path):
+    """`--out ""` would be the current folder, silently; `--out afile` named the API's run_dir."""
+    (tmp_path / "afile").write_text("mine\n")
+    for cmd in (["stage", "warmup"], ["run"], ["report"]):
+        line = one_line(run_eps(*cmd, "--params", tiny_params, "--out", "", check=False, cwd=tmp_path))
+        assert line.startswith("error: --out is empty; give a folder"), line
+    for cmd in (["stage", "warmup"], ["stage", "retrain"], ["run"]):
+        line = one_line(run_eps(*cmd, "--params", tiny_params, "--out", "afile", check=False, cwd=tmp_path))
+        assert line.startswith("error: --out afile is a file, not a folder") and "run_dir" not in line, line
+    assert (tmp_path / "afile").read_text() == "mine\n" and sorted(p.name for p in tmp_path.iterdir()) == ["afile", "tiny.yaml"]
+
+
+def test_version_with_anything_else_is_a_usage_error():
+    assert run_eps("--version").stdout.startswith("eps ")
+    line = one_line(run_eps("--version", "extra", check=False))
+    assert "--version takes nothing else" in line and "extra" in line, line
+
+
+def test_params_nested_too_deeply_name_the_file_or_the_override(tmp_path):
+    for name, text in (("flow.yaml", "seed: " + "[" * 20000 + "]" * 20000 + "\n"),
+                       ("block.yaml", "nb201: " + "{a: " * 800 + "1" + "}" * 800 + "\n")):
+        (tmp_path / name).write_text(text)
+        line = one_line(run_eps("params", "--params", tmp_path / name, check=False))
+        assert f"params file {tmp_path / name} is nested too deeply" in line, line
+    line = one_line(run_eps("params", "-S", "nb201.x=" + "[" * 3000 + "]" * 3000, check=False, cwd=tmp_path))
+    assert line.startswith("error: -S nb201.x=...: the value is nested too deeply"), line
+
+
+@pytest.mark.unit
+def test_a_ground_truth_linked_to_a_device_is_called_so(tmp_path):
+    from eps.errors import DataError
+    from eps.spaces.nb201.groundtruth import GroundTruth
+    (tmp_path / "nb201").mkdir()
+    link = tmp_path / "nb201" / "ground_truth.csv"
+    link.symlink_to("/dev/zero")
+    with pytest.raises(DataError) as err:
+        GroundTruth.load(tmp_path)
+    assert "-> /dev/zero is a character device, not a regular file" in str(err.value)
+    assert "broken link" not in str(err.value)
+    link.unlink()
+    link.symlink_to(tmp_path / "gone.csv")
+    with pytest.raises(DataError, match="is a broken link"):
+        GroundTruth.load(tmp_path)
