@@ -21,7 +21,7 @@ import numbers
 from typing import Any, Iterator, Mapping
 
 from eps.errors import EpsError, SpaceError
-from eps.filekind import check_regular, not_regular  # noqa: F401  (also eps.io's public names)
+from eps.errors import check_regular, not_regular  # noqa: F401  (also eps.io's public names)
 
 
 def fsync_dir(path: str | os.PathLike) -> None:

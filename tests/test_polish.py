@@ -184,13 +184,13 @@ def test_the_python_api_tutorial_first_run_is_short(tmp_path):
 
 @pytest.mark.unit
 def test_one_not_regular_check_for_artifacts_and_data(tmp_path):
-    """eps.io and eps.data share one function (eps.filekind): a data file linked to /dev/zero is named with its
+    """eps.io and eps.data share one function (in eps.errors): a data file linked to /dev/zero is named with its
     target, as an artifact is."""
     import eps.data.files
-    import eps.filekind
+    import eps.errors
     import eps.io
     from eps.errors import DataError
-    assert eps.io.not_regular is eps.filekind.not_regular and not hasattr(eps.data.files, "_not_regular")
+    assert eps.io.not_regular is eps.errors.not_regular and not hasattr(eps.data.files, "_not_regular")
     link = tmp_path / "ground_truth.csv"
     link.symlink_to("/dev/zero")
     with pytest.raises(DataError, match=r"ground_truth.csv -> /dev/zero is a character device, not a regular file"):

@@ -13,8 +13,7 @@ import contextvars
 import os
 from typing import Iterator
 
-from eps.errors import DataError
-from eps.filekind import check_regular
+from eps.errors import DataError, check_regular
 
 _collector: contextvars.ContextVar[list | None] = contextvars.ContextVar("eps_data_reads", default=None)
 
