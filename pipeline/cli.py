@@ -157,6 +157,8 @@ SpaceOpt = typer.Option(None, "--space", "-s", autocompletion=_complete_space,
                         help=f"Search space: one of {SPACES}, or your own space as path/to/file.py:Class or "
                              f"package.module:Class (default: the one space the params list in `spaces`).")
 ParamsOpt = typer.Option(None, "--params", "-p", help="Params YAML (overlay on the paper defaults).")
+
+
 def _out_folder(value) -> Path:
     """--out as given: refused before any work when empty (Path("") would silently be the current folder) or a
     regular file."""
