@@ -256,12 +256,11 @@ class CheckpointDir:
                     why = f"{path} is not a checkpoint of a run (no state)"
             if why is None and ckpt.get("identity_key") != self.key:
                 changed = diff_keys(ckpt.get("identity", {}), self.identity)
-                msg = (f"checkpoint {path} was made with different params or inputs (changed: {', '.join(changed) or '?'}); "
-                       f"restore them, or rerun with --restart to discard it")
+                what = f"checkpoint {path} was made with different params or inputs (changed: {', '.join(changed) or '?'})"
                 if restart:
-                    self.log(f"note: {msg}; starting afresh")
+                    self.log(f"note: {what}; starting afresh (--restart)")
                     return None
-                raise CheckpointError(msg)
+                raise CheckpointError(f"{what}; restore them, or rerun with --restart to discard it")
             if why is None:
                 why = self._check_state(path, ckpt["state"], template, check)
             if why is not None:

@@ -16,12 +16,12 @@ import os
 import re
 import secrets
 import shutil
-import stat
 from pathlib import Path
 import numbers
 from typing import Any, Iterator, Mapping
 
 from eps.errors import EpsError, SpaceError
+from eps.errors import check_regular, not_regular  # noqa: F401  (also eps.io's public names)
 
 
 def fsync_dir(path: str | os.PathLike) -> None:
@@ -44,29 +44,6 @@ def _named(err: OSError, path) -> OSError:
         new = type(err)(err.errno, err.strerror or os.strerror(err.errno), os.fspath(path))
         return new
     return err
-
-
-def not_regular(path: str | os.PathLike) -> str | None:
-    """What ``path`` is when it exists (symlinks resolved) but is not a regular file ("a FIFO", "a folder", "a
-    character device" ...), else None (a regular file, or nothing there: the reader reports a missing file). Reading
-    such a path blocks forever (a FIFO without a writer) or never ends (``/dev/zero``), so readers refuse it first."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return None
-    if stat.S_ISREG(mode):
-        return None
-    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
-             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
-    return next((kind for test, kind in kinds if test(mode)), "not a file")
-
-
-def check_regular(path: str | os.PathLike, error: type[Exception] = EpsError, fix: str = "") -> None:
-    """Raise ``error`` (one line naming ``path``) when ``path`` exists but is not a regular file (``not_regular``)."""
-    kind = not_regular(path)
-    if kind is not None:
-        shown = os.fspath(path) + (f" -> {os.path.realpath(path)}" if os.path.islink(path) else "")
-        raise error(f"{shown} is {kind}, not a regular file; {fix or 'replace it with the file eps wrote there'}")
 
 
 def _create_temp(path: Path) -> tuple[int, Path]:

@@ -87,6 +87,9 @@ def parse_sets(sets: Iterable[str]) -> dict:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
             value = raw  # as DVC: what YAML cannot read is a string
+        except RecursionError:
+            raise ConfigError(f"-S {key}=...: the value is nested too deeply to be a param; give a number, a "
+                              f"string or a short list") from None
         if isinstance(value, str) and _FLOAT.fullmatch(value):
             value = float(value)  # YAML 1.2 (DVC's -S) reads 1e-3 as a number; PyYAML (YAML 1.1) needs 1.0e-3
         out = deep_update(out, _nest(parts, value))
@@ -110,22 +113,48 @@ def _key_paths(data: Any, prefix: str = "") -> list[str]:
     return paths
 
 
-def _closest(lines: list[str], model: type[TopParams]) -> list[str]:
-    """Unknown-key lines with the closest valid key path added (``...; did you mean nb201.search.iterations?``)."""
+def _closest(lines: list[str], model: type[TopParams], overlay: dict) -> list[str]:
+    """Unknown-key lines with the closest valid key path added (``...; did you mean nb201.search.iterations?``).
+
+    An unknown top-level mapping is a space's section under another name, or a space's keys without the space's
+    prefix (``-S search.iterations=3``): the suggestions name the sections of the spaces in use, closest first,
+    rather than the closest top-level key (``myspace`` is nearest to ``spaces``, which is no section)."""
     known = _key_paths(model().model_dump(by_alias=True, mode="python"))
+    spaces = overlay.get("spaces", TopParams.model_fields["spaces"].get_default(call_default_factory=True))
+    sections = [f.alias for f in model.model_fields.values() if f.alias]
+    in_use = [n for n in spaces if n in sections] if isinstance(spaces, list) else []
     out = []
     for line in lines:
         path, _, msg = line.partition(": ")
-        if msg.startswith("unknown key"):
+        value = overlay.get(path) if "." not in path else None
+        if msg.startswith("unknown key") and isinstance(value, dict) and in_use:
+            msg = msg.replace("unknown key", f"unknown key; {_section_hint(path, value, in_use, known)}", 1)
+        elif msg.startswith("unknown key"):
             parent = path.rpartition(".")[0]
             siblings = [k for k in known if k.rpartition(".")[0] == parent]
             match = difflib.get_close_matches(path, siblings, n=1, cutoff=0.6) or \
                 difflib.get_close_matches(path, known, n=1, cutoff=0.75)
             if match:
                 msg = msg.replace("unknown key", f"unknown key; did you mean {match[0]}?", 1)
-            line = f"{path}: {msg}"
-        out.append(line)
+        out.append(f"{path}: {msg}")
     return out
+
+
+def _section_hint(key: str, value: dict, in_use: list[str], known: list[str]) -> str:
+    """What an unknown top-level mapping ``key`` was meant to be: a space's keys without its prefix, ``study``
+    misspelt, or a space's section under another name than the space's registered one."""
+    prefixed = []
+    for n in in_use:
+        if f"{n}.{key}" in known:
+            deeper = [f"{n}.{key}.{p}" for p in _key_paths(value) if f"{n}.{key}.{p}" in known]
+            prefixed.append(max(deeper, key=lambda p: p.count("."), default=f"{n}.{key}"))
+    if prefixed:
+        return f"did you mean {' or '.join(prefixed)}?"
+    if difflib.get_close_matches(key, ["study"], n=1, cutoff=0.75):
+        return "did you mean study?"
+    ranked = sorted(in_use, key=lambda n: -difflib.SequenceMatcher(None, key, n).ratio())
+    return (f"a space's section is named by the space's registered name; the sections of the spaces in use, closest "
+            f"first: {', '.join(ranked)}")
 
 
 def load_params(path: str | os.PathLike | None = None, overrides: Mapping | Iterable[str] | None = None,
@@ -140,6 +169,14 @@ def load_params(path: str | os.PathLike | None = None, overrides: Mapping | Iter
     Raises ConfigError listing every problem, one ``key.path: message`` line each; an unknown key names the closest
     valid one.
     """
+    try:
+        return _load(path, overrides, plugins)
+    except RecursionError:  # a document YAML could read, nested deeper than the validation can walk
+        where = f"params file {path}" if path is not None else "the params overrides"
+        raise ConfigError(f"{where} is nested too deeply to be params; params nest a few levels of sections") from None
+
+
+def _load(path, overrides, plugins) -> dict:
     from eps.spaces import register_ref
     if overrides is not None and not isinstance(overrides, Mapping):
         if isinstance(overrides, (str, bytes)):
@@ -164,7 +201,7 @@ def load_params(path: str | os.PathLike | None = None, overrides: Mapping | Iter
     try:
         params = model.model_validate(overlay)
     except ValidationError as err:
-        errors = _closest(error_lines(err, model), model)
+        errors = _closest(error_lines(err, model), model, overlay)
         where = f" in {path}" if path else ""
         raise ConfigError(f"{len(errors)} problem(s) with params{where}:\n  " + "\n  ".join(errors)) from None
     return params.model_dump(by_alias=True, mode="python")

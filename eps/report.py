@@ -190,6 +190,16 @@ def summary(search: dict | None, select: dict | None, retrain: dict | None) -> d
     return out
 
 
+def _distinct_columns(cols: list[str], gts: list[dict]) -> list[str]:
+    """``cols`` less each NATS-Bench re-run column (``nats_X``) whose figures equal, as shown, those of its
+    NAS-Bench-201 column ``X`` for every cell in ``gts``: for CIFAR-10 the two benchmarks hold the same training runs,
+    and two rows of one figure under two names read as two measurements."""
+    def same(k: str, base: str) -> bool:
+        return all(fmt(g.get(k), "percent") == fmt(g.get(base), "percent") for g in gts)
+    return [k for k in cols if not (k.startswith("nats_") and k.removeprefix("nats_") in cols
+                                    and same(k, k.removeprefix("nats_")))]
+
+
 def results_table(labels: dict[str, str], selection: dict | None, retrain: dict | None, retrained: str | None,
                   primary: str | None = None) -> Table | None:
     """The run's results, one column per architecture label: the retrained cell's test metrics, each chosen cell's
@@ -215,9 +225,11 @@ def results_table(labels: dict[str, str], selection: dict | None, retrain: dict 
     gts = {a: c.get("ground_truth") for a, c in candidates.items() if c.get("ground_truth")}
     if gts:
         cols = [k for k in next(iter(gts.values())) if k not in ("rank", "rank_of")]
-        for k in cols:
-            rows.append((f"benchmark {SHORT_NAMES.get(k, k)} (%)",
-                         [fmt(gts[a].get(k), "percent") if a in gts else "-" for a in archs]))
+        for k in _distinct_columns(cols, list(gts.values())):
+            name = SHORT_NAMES.get(k, k)
+            if k.startswith("nats_") and k.removeprefix("nats_") in cols and "(NATS)" not in name:
+                name += " (NATS)"  # both figures shown: say which is the re-run
+            rows.append((f"benchmark {name} (%)", [fmt(gts[a].get(k), "percent") if a in gts else "-" for a in archs]))
         by = f" by {SHORT_NAMES.get(primary, primary)}" if primary else ""
         rows.append((f"benchmark rank{by}", [f"{gts[a]['rank']}/{gts[a]['rank_of']}" if a in gts else "-"
                                              for a in archs]))

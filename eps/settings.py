@@ -250,6 +250,9 @@ def read_yaml(path: str | os.PathLike) -> Any:
         raise ConfigError(f"params file {p} is not UTF-8 text; save it as UTF-8") from None
     try:
         return yaml.load(text, Loader=_NoAliasLoader)
+    except RecursionError:
+        raise ConfigError(f"params file {p} is nested too deeply to be a params file; a params file nests a few "
+                          f"levels of sections") from None
     except DuplicateKey as dup:
         raise ConfigError(f"params file {p}: key {dup.key!r} appears twice (lines {dup.first} and {dup.again}); the "
                           f"second would silently replace the first: keep one") from None

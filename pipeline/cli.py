@@ -39,8 +39,11 @@ def _narrow() -> bool:
 
 def _plain_help(command, ctx, formatter) -> None:
     """The help page, drawn by rich, or plain when the terminal is too narrow for rich's boxes (see ``_narrow``) or
-    NO_COLOR is set (rich's boxes and bold are terminal escapes too)."""
+    NO_COLOR is set (rich's boxes and bold are terminal escapes too); flags without a metavar."""
     import os
+    for param in command.get_params(ctx):
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""  # typer's rich page shows a flag's type (<bool>), but a flag takes no value
     if not (_narrow() or os.environ.get("NO_COLOR")):
         return super(type(command), command).format_help(ctx, formatter)
     mode, command.rich_markup_mode = command.rich_markup_mode, None
@@ -78,7 +81,11 @@ def _say(line: str, **style) -> None:
 def _usage_line(err, path: str) -> str:
     """A click usage error (unknown option or command, missing or bad value) as one plain line naming the help of
     the command it is about (``path``, e.g. ``eps stage search``)."""
+    import re
     text = " ".join(str(err.format_message()).split()).rstrip(".") or "bad usage"
+    # a value our own parser refused (typer passes it through pydantic): its reason names the option already
+    own = re.fullmatch(r"Invalid value for [^:]+: Value error, (?P<why>--.*)", text)
+    text = own["why"] if own else text.replace(": Value error, ", ": ")
     ctx = getattr(err, "ctx", None)
     return f"error: {text[0].lower() + text[1:]}; see {ctx.command_path if ctx is not None else path} --help"
 
@@ -103,6 +110,11 @@ class Group(TyperGroup):
 
     def format_help(self, ctx, formatter):
         return _plain_help(self, ctx, formatter)
+
+    def parse_args(self, ctx, args):
+        if ctx.parent is None:
+            ctx.meta["eps.args"] = list(args)  # for --version, whose eager callback runs before the rest is parsed
+        return super().parse_args(ctx, args)
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         import sys
@@ -145,7 +157,21 @@ SpaceOpt = typer.Option(None, "--space", "-s", autocompletion=_complete_space,
                         help=f"Search space: one of {SPACES}, or your own space as path/to/file.py:Class or "
                              f"package.module:Class (default: the one space the params list in `spaces`).")
 ParamsOpt = typer.Option(None, "--params", "-p", help="Params YAML (overlay on the paper defaults).")
-OutOpt = typer.Option(Path("runs"), "--out", "-o", help="Output root; stage folders go under OUT/SPACE/.")
+
+
+def _out_folder(value) -> Path:
+    """--out as given: refused before any work when empty (Path("") would silently be the current folder) or a
+    regular file."""
+    text = str(value)
+    if not text.strip():
+        raise ValueError("--out is empty; give a folder")
+    if Path(text).exists() and not Path(text).is_dir():
+        raise ValueError(f"--out {text} is a file, not a folder; choose another --out or move the file")
+    return Path(text)
+
+
+OutOpt = typer.Option(Path("runs"), "--out", "-o", parser=_out_folder, metavar="<path>",
+                      help="Output root; stage folders go under OUT/SPACE/.")
 SetOpt = typer.Option(None, "--set", "-S", metavar="KEY=VALUE",
                       help="Override one param, as `dvc exp run -S`: a dotted key and a YAML value, e.g. "
                            "-S nb201.search.iterations=2000 (repeatable; applied after --params).")
@@ -155,8 +181,11 @@ RedoOpt = typer.Option(False, "--redo", help="Replace this stage's finished outp
                                             "params (implies --restart).")
 
 
-def _version(value: bool) -> None:
+def _version(ctx: typer.Context, value: bool) -> None:
     if value:
+        extra = [a for a in ctx.meta.get("eps.args", []) if a != "--version"]
+        if extra:  # `eps --version run ...` would print the version and silently skip the command
+            ctx.fail(f"--version takes nothing else (got {' '.join(extra)}); run `eps --version` alone")
         from eps._version import __version__
         typer.echo(f"eps {__version__}")
         raise typer.Exit()
@@ -478,6 +507,7 @@ def report(runs: Optional[List[Path]] = typer.Argument(
                                                help=f"Report one space, one of {SPACES} (default: all in params)."),
            params: Optional[Path] = ParamsOpt,
            out: Optional[List[Path]] = typer.Option(None, "--out", "-o", show_default=False, metavar="OUT",
+                                                    parser=_out_folder,
                                                     help="Output root of a run (repeat it for several seeds; "
                                                          "default: runs)."),
            settings: bool = typer.Option(False, "--settings", help="Also print the settings table (report.txt "

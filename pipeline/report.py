@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import textwrap
 from pathlib import Path
 
 from rich.text import Text
@@ -285,9 +286,12 @@ def _write(r: _Run, show_settings: bool) -> str:
     rep.show(console, results + details + (settings if show_settings or not (selection or r.search_metrics
                                                                             or r.retrain_metrics) else []))
     figures = sorted(p.stem for p in d.glob("*.png"))
-    console.print(Text(f"report written to {d}", overflow="fold"))
-    console.print(Text(f"  report.txt (with the settings), {', '.join(figures) or 'no figures'} "
-                       f"(.svg and 300-dpi .png)", overflow="fold"))
+    console.print(Text(f"report written to {d}:", overflow="fold"))
+    console.print(Text("  report.txt (with the settings)" + ("; figures as .svg and 300-dpi .png:" if figures else "")))
+    if figures:
+        # wrapped here at 80 columns, indented, at the commas: a terminal's own wrap would start at column 0
+        console.print(Text(textwrap.fill(", ".join(figures), 80, initial_indent="    ", subsequent_indent="    ",
+                                         break_long_words=False, break_on_hyphens=False), overflow="fold"))
     return text
 
 
@@ -354,6 +358,14 @@ def report_many(space_name: str, params: dict, outs: list[Path], explicit: bool 
                            f"seed (first vs this: {shown}{more}); report several run folders together only when they "
                            f"are seeds of one experiment, or report each on its own")
     seeds = [r.params.get("seed") for r in runs]
+    # a mean and std over a run counted twice (a copied folder, or one given twice) would claim a spread not measured
+    for i, r in enumerate(runs):
+        same = next((o for o in runs[:i] if o.params.get("seed") == r.params.get("seed")), None)
+        if same is not None:
+            twice = Path(same.paths.root).resolve() == Path(r.paths.root).resolve()
+            raise EpsError(f"{r.paths.root} is given twice; report each run folder once" if twice else
+                           f"{same.paths.root} and {r.paths.root} are both seed {r.params.get('seed')} (a copy of "
+                           f"one run?); report several run folders together only when each has its own seed")
 
     archs = [r.retrained_arch if r.retrain_metrics else (r.selection or {}).get("arch") for r in runs]
     labels: dict[str, str] = {}
@@ -435,6 +447,6 @@ def report_many(space_name: str, params: dict, outs: list[Path], explicit: bool 
     eio.update_text(into / "seeds.txt", text)
     console = rep.terminal_console()
     rep.show(console, blocks)
-    console.print(Text(f"written to {into}: seeds.txt, seeds.json"
-                       + (", seeds (.svg and 300-dpi .png)" if fig is not None else ""), overflow="fold"))
+    console.print(Text(f"written to {into}:", overflow="fold"))
+    console.print(Text("  seeds.txt, seeds.json" + (", seeds.svg and seeds.png (300 dpi)" if fig is not None else "")))
     return text

@@ -11,10 +11,9 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
-import stat
 from typing import Iterator
 
-from eps.errors import DataError
+from eps.errors import DataError, check_regular
 
 _collector: contextvars.ContextVar[list | None] = contextvars.ContextVar("eps_data_reads", default=None)
 
@@ -24,9 +23,7 @@ def note_read(*paths: str | os.PathLike) -> None:
     before a file is opened, it also refuses a path that exists but is not a regular file (symlinks resolved) with a
     one-line DataError: a FIFO would block the read forever, ``/dev/zero`` never ends."""
     for p in paths:
-        kind = _not_regular(p)
-        if kind is not None:
-            raise DataError(f"{os.fspath(p)} is {kind}, not a regular file; put the data file itself there")
+        check_regular(p, DataError, "put the data file itself there")
     found = _collector.get()
     if found is not None:
         found.extend(os.fspath(p) for p in paths)
@@ -44,15 +41,3 @@ def recording() -> Iterator[list[str]]:
         _collector.reset(token)
         if outer is not None:
             outer.extend(found)
-
-
-def _not_regular(path: str | os.PathLike) -> str | None:
-    """As ``eps.io.not_regular`` (a module of the same layer, so not imported here): what a non-regular ``path`` is."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return None
-    if stat.S_ISREG(mode):
-        return None
-    return {stat.S_IFDIR: "a folder", stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFCHR: "a character device",
-            stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}.get(stat.S_IFMT(mode), "not a file")

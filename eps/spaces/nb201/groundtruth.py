@@ -31,7 +31,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from eps.io import atomic_open
+from eps.io import atomic_open, check_regular
 from eps.data.files import note_read
 from eps.errors import ConfigError, DataError
 
@@ -96,9 +96,10 @@ class GroundTruth:
         if not os.path.lexists(path):
             raise DataError(f"NAS-Bench-201 ground truth not found at {path}; {_IMPORT_HINT} to a folder that holds "
                             f"{GROUND_TRUTH_FILE}")
-        if not path.is_file():
-            raise DataError(f"{path} is {'a broken link' if path.is_symlink() else 'not a regular file'}, not a "
-                            f"ground-truth CSV; replace it: {_IMPORT_HINT}")
+        if not path.exists():
+            raise DataError(f"{path} is a broken link (to {os.readlink(path)}), not a ground-truth CSV; replace it: "
+                            f"{_IMPORT_HINT}")
+        check_regular(path, DataError, f"put the ground-truth CSV there: {_IMPORT_HINT}")
         return cls.load_csv(path)
 
     @classmethod
