@@ -57,12 +57,17 @@ def list_spaces() -> list[str]:
     return list(registered())
 
 
-def load_params(path: str | os.PathLike | None = None, overrides: Mapping | None = None,
+def load_params(path: str | os.PathLike | None = None, overrides: Mapping | Iterable[str] | None = None,
                 plugins: Iterable[str] = ()) -> dict:
     """The full params (defaults, overlaid with the YAML file at ``path`` and then ``overrides``), validated; a plain
-    nested dict as ``params.yaml`` holds it. Raises ConfigError listing every problem, one ``key.path: message``
-    line each."""
-    return _load_params(path, dict(overrides) if overrides else None, plugins)
+    nested dict as ``params.yaml`` holds it. ``overrides``: a nested dict (``{"nb201": {"search": {"iterations":
+    2000}}}``) or ``key=value`` strings as DVC's ``-S`` takes them (``["nb201.search.iterations=2000"]``). Raises
+    ConfigError listing every problem, one ``key.path: message`` line each."""
+    if isinstance(overrides, Mapping):
+        overrides = dict(overrides)
+    elif overrides is not None and not isinstance(overrides, (str, bytes)):
+        overrides = list(overrides)
+    return _load_params(path, overrides or None, plugins)
 
 
 def build_space(space: str, overrides: Mapping | None = None, params: str | os.PathLike | Mapping | None = None
@@ -205,22 +210,25 @@ class Experiment:
 
     ``space``: a registered name or a ``file.py:Class`` / ``module:Class`` reference. ``params``: a params file,
     a params dict, or None (defaults); ``overrides``: a nested dict laid over them (``{"nb201": {"search":
-    {"iterations": 500}}}``). ``run_dir``: the output root (``runs``): stages checkpoint and resume under
+    {"iterations": 500}}}``) or ``key=value`` strings (``["nb201.search.iterations=500"]``). ``run_dir``: the output root (``runs``): stages checkpoint and resume under
     ``<run_dir>/<space>/.work/``; None runs in memory. ``log``: where one-line notes go (default: the console,
     rank 0 only). ``validated``: ``params`` is a dict that ``load_params`` returned (not validated again). Raises
     ConfigError (every problem of the params, one line each) or SpaceError.
     """
 
     def __init__(self, space: str = "nb201", params: str | os.PathLike | Mapping | None = None, *,
-                 overrides: Mapping | None = None, run_dir: str | os.PathLike | None = None,
+                 overrides: Mapping | list[str] | None = None, run_dir: str | os.PathLike | None = None,
                  plugins: Iterable[str] = (), log: Callable[[str], None] | None = None, validated: bool = False):
         if not isinstance(space, str):
             raise EpsError(f"space must be a name or a `file.py:Class` reference (a str), got {type(space).__name__}")
         if params is not None and not isinstance(params, (str, os.PathLike, Mapping)):
             raise EpsError(f"params must be a params file path, a dict or None, got {type(params).__name__}")
+        if isinstance(overrides, (list, tuple)) and all(isinstance(o, str) for o in overrides):
+            from eps.params import parse_sets
+            overrides = parse_sets(overrides)  # ["nb201.search.iterations=500"], as -S takes them
         if overrides is not None and not isinstance(overrides, Mapping):
-            raise EpsError(f"overrides must be a nested dict like {{'nb201': {{'search': {{'iterations': 500}}}}}}, "
-                           f"got {type(overrides).__name__}")
+            raise EpsError(f"overrides must be a nested dict like {{'nb201': {{'search': {{'iterations': 500}}}}}} "
+                           f"or a list of 'key=value' strings, got {type(overrides).__name__}")
         if run_dir is not None and not isinstance(run_dir, (str, os.PathLike)):
             raise EpsError(f"run_dir must be a folder path or None, got {type(run_dir).__name__}")
         if run_dir is not None and Path(run_dir).exists() and not Path(run_dir).is_dir():

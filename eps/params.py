@@ -127,7 +127,11 @@ def _closest(lines: list[str], model: type[TopParams], overlay: dict) -> list[st
     for line in lines:
         path, _, msg = line.partition(": ")
         value = overlay.get(path) if "." not in path else None
-        if msg.startswith("unknown key") and isinstance(value, dict) and in_use:
+        if msg.startswith("unknown key") and "." in path and path in overlay:  # {"nb201.search.lr": 1} in a mapping
+            head, *rest = path.split(".")
+            msg = (f"a dotted key in a mapping; nest it ({head}: {{{': {'.join(rest)}: VALUE{'}' * len(rest)}) "
+                   f"or give it as '{path}=VALUE' (-S, or the list form of overrides)")
+        elif msg.startswith("unknown key") and isinstance(value, dict) and in_use:
             msg = msg.replace("unknown key", f"unknown key; {_section_hint(path, value, in_use, known)}", 1)
         elif msg.startswith("unknown key"):
             parent = path.rpartition(".")[0]

@@ -705,7 +705,12 @@ def dvc_init(spaces: Optional[List[str]] = typer.Option(
         raise ConfigError(_one_problem_line(str(err))) from None
     for path in written:
         typer.echo(f"wrote {path}")
-    typer.echo("next: dvc repro" + (" study/dvc.yaml" if study and not main_too else ""))
+    repro = "dvc repro" + (" study/dvc.yaml" if study and not main_too else "")
+    root = Path(folder).resolve()
+    if not any((p / ".dvc").is_dir() for p in (root, *root.parents)):  # DVC finds its repository upwards
+        typer.echo(f"next: {root} is not in a DVC repository: `git init && dvc init` there, then {repro}")
+    else:
+        typer.echo(f"next: {repro}")
 
 
 def main():

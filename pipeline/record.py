@@ -122,8 +122,10 @@ def read(folder: Path) -> tuple[dict, dict] | None:
         recorded = yaml.safe_load(text)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         raise damaged(p_file, f"not valid YAML: {' '.join(str(err).split())[:120]}") from None
+    if not r_file.exists():  # written with params.yaml by every eps that writes either: a record half gone
+        raise damaged(r_file, "missing, so the stage's outputs cannot be checked")
     try:
-        run = eio.read_json(r_file) if r_file.exists() else {}
+        run = eio.read_json(r_file)
     except (OSError, UnicodeDecodeError, ValueError) as err:
         raise damaged(r_file, f"not valid JSON, truncated or corrupt: {err}") from None
     if isinstance(run, dict) and run.get("params_digest") not in (None, _text_digest(text)):
@@ -132,6 +134,8 @@ def read(folder: Path) -> tuple[dict, dict] | None:
         raise damaged(p_file, "expected a mapping of params")
     if not isinstance(run, dict):
         raise damaged(r_file, "expected a JSON object")
+    if run.get("stage") != folder.name or not isinstance(run.get("eps_version"), str):
+        raise damaged(r_file, f"not the record of a {folder.name} stage (its 'stage' and 'eps_version' keys)")
     return recorded, run
 
 

@@ -5,6 +5,7 @@ of odd ``--out`` values. Real CLI subprocesses and real files on the tiny NB201 
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -224,3 +225,48 @@ def test_a_ground_truth_linked_to_a_device_is_called_so(tmp_path):
     link.symlink_to(tmp_path / "gone.csv")
     with pytest.raises(DataError, match="is a broken link"):
         GroundTruth.load(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------------ second fresh-user pass
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("record", ["deleted", "not a stage record"])
+def test_a_forged_result_without_its_stage_record_is_refused(finished_run, tmp_path, record):
+    """A retrain metrics.json edited after its run.json was removed (or replaced by another JSON object) must not be
+    reported: one line naming run.json and the stage to rerun, no summary written."""
+    copy = tmp_path / "copy"
+    shutil.copytree(finished_run[1], copy)
+    (copy / "nb201" / "summary.json").unlink(missing_ok=True)
+    metrics = copy / "nb201" / "retrain" / "metrics.json"
+    data = json.loads(metrics.read_text())
+    data["test_acc"] = 99.0
+    metrics.write_text(json.dumps(data))
+    run_json = copy / "nb201" / "retrain" / "run.json"
+    if record == "deleted":
+        run_json.unlink()
+    else:
+        run_json.write_text('{"seed": "x"}')
+    line = one_line(run_eps("report", "--space", "nb201", "--out", copy, check=False))
+    assert "run.json" in line and "eps stage retrain" in line, line
+    assert not (copy / "nb201" / "summary.json").exists()
+
+
+@pytest.mark.unit
+def test_overrides_as_key_value_strings_in_the_api_and_a_dotted_key_in_a_mapping():
+    import eps
+    from eps.errors import ConfigError
+    assert eps.load_params(None, ["nb201.search.iterations=2000"])["nb201"]["search"]["iterations"] == 2000
+    exp = eps.Experiment("nb201", overrides=["nb201.search.iterations=7"])
+    assert exp.params["nb201"]["search"]["iterations"] == 7
+    with pytest.raises(ConfigError, match=r"a dotted key in a mapping; nest it \(nb201: \{search: \{iterations: "
+                                          r"VALUE\}\}\) or give it as 'nb201.search.iterations=VALUE'"):
+        eps.load_params(None, {"nb201.search.iterations": 5})
+
+
+@pytest.mark.cli
+def test_dvc_init_outside_a_dvc_repository_says_to_create_one(tmp_path):
+    out = run_eps("dvc", "init", "--dir", tmp_path, cwd=tmp_path).stdout
+    assert "is not in a DVC repository: `git init && dvc init` there" in out, out
+    (tmp_path / ".dvc").mkdir()
+    assert run_eps("dvc", "init", "--dir", tmp_path, "--force", cwd=tmp_path).stdout.splitlines()[-1] == \
+        "next: dvc repro"
