@@ -16,12 +16,10 @@ import yaml
 
 from eps import checkpoint
 from eps import io as eio
-from tests.conftest import DATA_ROOT, EPS, eps_env, resign, run_eps, write_tiny_params
+from tests.conftest import DATA_ROOT, EPS, SHORT_SEARCH as SHORT, eps_env, resign, run_eps, write_tiny_params
 
 pytestmark = pytest.mark.e2e
 
-# warm-up of 0 iterations: the search runs without the warm-up stage; 6 rounds, a checkpoint after each
-SHORT = dict(warmup=dict(iterations=0), search=dict(iterations=60, val_interval=10, checkpoint_every=1))
 OUTPUTS = ["history.jsonl", "supernet.pt", "metrics.json", "population.csv"]
 
 
@@ -44,13 +42,11 @@ def same_search_outputs(a: Path, b: Path):
             assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
 
 
-@pytest.fixture(scope="module")
-def ref(tmp_path_factory):
-    """One undisturbed tiny search: (params, out). Tests copy its folder to start from a finished run."""
-    d = tmp_path_factory.mktemp("ref")
-    params = write_tiny_params(d, **SHORT)
-    run_eps("stage", "search", "--params", params, "--out", d / "runs", one_thread=True)
-    return params, d / "runs"
+@pytest.fixture
+def ref(short_search):
+    """One undisturbed tiny search of SHORT (tests/conftest.py, shared with tests/test_faults_files.py): (params,
+    out). Tests copy its folder to start from a finished run."""
+    return short_search
 
 
 def copy_run(ref, tmp_path, finished: bool = True) -> tuple[Path, Path, Path]:
