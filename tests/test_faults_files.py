@@ -380,6 +380,7 @@ def test_import_records_is_refused_while_a_search_runs(tmp_path):
         while not (out / "nb201/.work/search/history.jsonl").exists():
             assert search.poll() is None, search.stderr.read()
             time.sleep(0.05)
+        search.send_signal(signal.SIGSTOP)  # holds the lock mid-search, and leaves the cores to import-records
         proc = run_eps("import-records", records, "--out", out, "--force", check=False)
         assert search.poll() is None, "the search ended before import-records tried; make it longer"
         one_line_error(proc, "another eps process is writing", str(out / "nb201"))
