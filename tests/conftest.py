@@ -1,7 +1,9 @@
 import inspect
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -81,6 +83,43 @@ def run_eps(*args, cwd=None, check=True, one_thread=False, **kw) -> subprocess.C
     return proc
 
 
+def _stamp(path: Path):
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def kill_at_random_moments(start, checkpoint: Path, rng, kill=None, attempts: int = 3) -> tuple[int, bool]:
+    """Start a run (``start()`` returns its Popen) up to ``attempts`` times, each time killing it (``kill(proc)``,
+    SIGKILL by default) at a random moment of a round: after it has written 2 or 3 checkpoints (``checkpoint``, the
+    newest one's path) beyond the one it found, so past start-up whatever the machine's speed, plus a random fraction
+    of the time between its last two. Each attempt advances the run by at most about 4 rounds: a run of 15 or more
+    rounds is killed ``attempts`` times. Returns (kills, whether the last start finished with status 0); the caller
+    finishes the run if not."""
+    kill = kill or (lambda proc: proc.send_signal(signal.SIGKILL))
+    kills = 0
+    for _ in range(attempts):
+        proc = start()
+        seen, times, want = _stamp(checkpoint), [], rng.randint(2, 3)
+        while len(times) < want and proc.poll() is None:
+            now = _stamp(checkpoint)
+            if now != seen:
+                seen = now
+                times.append(time.monotonic())
+            time.sleep(0.005)
+        if proc.poll() is None:
+            time.sleep(rng.uniform(0.0, 1.0) * (times[-1] - times[-2]))
+        if proc.poll() is not None:
+            proc.wait()
+            return kills, proc.returncode == 0
+        kill(proc)
+        proc.wait()
+        kills += 1
+    return kills, False
+
+
 def resign(folder: Path) -> None:
     """Update a finished stage's record (``run.json`` outputs digests) after a test edited its files on purpose, as
     if the stage had written them: for tests of what the report shows, not of damage detection."""
@@ -112,13 +151,28 @@ def run_chain(params: Path, out: Path, space: str = "nb201") -> None:
             os.environ["EPS_PROGRESS"] = old_progress
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def finished_run(tmp_path_factory):
-    """One finished tiny nb201 run (every stage and the report), once per test module: (params, out)."""
+    """One finished tiny nb201 run (every stage and the report), once per test session: (params, out). Read it or
+    copy it; a test that changes it in place changes it for every later test."""
     d = tmp_path_factory.mktemp("finished")
     params = d / "tiny.yaml"
     params.write_text(yaml.safe_dump(TINY_NB201))
     run_chain(params, d / "runs")
+    return params, d / "runs"
+
+
+# warm-up of 0 iterations: the search runs without the warm-up stage; 6 rounds, a checkpoint after each
+SHORT_SEARCH = dict(warmup=dict(iterations=0), search=dict(iterations=60, val_interval=10, checkpoint_every=1))
+
+
+@pytest.fixture(scope="session")
+def short_search(tmp_path_factory):
+    """One undisturbed tiny search of SHORT_SEARCH through the CLI, once per test session: (params, out). Tests copy
+    its folder to start from a finished run (the faults of checkpoints, histories and swaps)."""
+    d = tmp_path_factory.mktemp("short")
+    params = write_tiny_params(d, **SHORT_SEARCH)
+    run_eps("stage", "search", "--params", params, "--out", d / "runs", one_thread=True)
     return params, d / "runs"
 
 
@@ -158,10 +212,12 @@ def pytest_collection_modifyitems(config, items):
         elif tier not in _tiers(item):
             item.add_marker(tier)
         if config.pluginmanager.hasplugin("xdist"):
-            # A module-scoped fixture (a finished tiny run ...) is made once per worker that runs a test using it:
-            # keep those tests on one worker (`--dist loadgroup`), so it is made once, as in a serial run.
-            if _uses_shared_fixture(item):
-                item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+            # A module- or session-scoped fixture (a finished tiny run ...) is made once per worker that runs a test
+            # using it: keep those tests on one worker (`--dist loadgroup`), so it is made once, as in a serial run.
+            # A session-scoped one is shared by several modules: its group is its name, not a module.
+            group = _shared_fixture_group(item)
+            if group:
+                item.add_marker(pytest.mark.xdist_group(group))
             # torchrun jobs one at a time: each is already two processes (and picks its rendezvous port itself)
             if tier == "distributed":
                 item.add_marker(pytest.mark.xdist_group("distributed"))
@@ -174,9 +230,12 @@ def pytest_collection_modifyitems(config, items):
 _CHEAP_SHARED = {"one_thread"}
 
 
-def _uses_shared_fixture(item) -> bool:
-    """Whether ``item`` uses (directly or through another fixture) a module-, package- or session-scoped fixture of
-    this test suite (pytest's own, such as tmp_path_factory, do not count)."""
+def _shared_fixture_group(item) -> str | None:
+    """The xdist group of ``item``: the name of the first (alphabetically) session-scoped fixture of this test suite
+    it uses (directly or through another fixture), else its module if it uses a module- or package-scoped one, else
+    None (pytest's own fixtures, such as tmp_path_factory, do not count). A test must not use two session-scoped ones
+    that other tests use apart, or one of them is made twice."""
+    scopes = {}
     for name, defs in getattr(item, "_fixtureinfo").name2fixturedefs.items():
         if not defs or name in _CHEAP_SHARED or defs[-1].scope not in ("module", "package", "session"):
             continue
@@ -185,8 +244,11 @@ def _uses_shared_fixture(item) -> bool:
         except TypeError:
             continue
         if where.is_relative_to(REPO / "tests"):
-            return True
-    return False
+            scopes[name] = defs[-1].scope
+    session = sorted(name for name, scope in scopes.items() if scope == "session")
+    if session:
+        return session[0]
+    return item.nodeid.split("::")[0] if scopes else None
 
 
 def pytest_runtest_setup(item):

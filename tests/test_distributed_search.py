@@ -6,13 +6,12 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import DATA_ROOT, TINY_NB201, eps_env, run_eps
+from tests.conftest import DATA_ROOT, TINY_NB201, eps_env, kill_at_random_moments, run_eps
 
 TORCHRUN = Path(sys.executable).parent / "torchrun"
 pytestmark = [pytest.mark.distributed, pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun is not installed beside this python")]
@@ -83,22 +82,17 @@ def test_two_ranks_follow_one_process(tmp_path):
 
 
 def test_two_rank_run_killed_resumes_exactly(tmp_path):
-    params = _params(tmp_path, iterations=400, checkpoint_every=1)
+    # 25 rounds, a checkpoint after each: two kills at random moments past start-up (two interpreters, gloo
+    # rendezvous), mid-search, then the rest
+    params = _params(tmp_path, iterations=250, checkpoint_every=1)
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     _torchrun("stage", "search", "--params", params, "--out", ref)
-    rng = random.Random(1)
-    kills = 0
-    for _ in range(6):
-        proc = _torchrun("stage", "search", "--params", params, "--out", killed, start_new_session=True)
-        time.sleep(rng.uniform(6.0, 10.0))  # past start-up (two interpreters, gloo rendezvous), mid-search
-        if proc.poll() is not None:
-            break
-        _kill_tree(proc.pid)  # torchrun and both ranks at once, as a lost node would
-        proc.wait()
-        kills += 1
-    else:
-        proc = None
-    if proc is None or proc.returncode != 0:
+    kills, finished = kill_at_random_moments(
+        lambda: _torchrun("stage", "search", "--params", params, "--out", killed, start_new_session=True),
+        killed / "nb201/.work/search/last.pt", random.Random(1),
+        kill=lambda proc: _kill_tree(proc.pid),  # torchrun and both ranks at once, as a lost node would
+        attempts=2)
+    if not finished:
         _torchrun("stage", "search", "--params", params, "--out", killed)
     assert kills >= 1, "the 2-rank search was never interrupted; make it longer"
     for name in ("history.jsonl", "population.csv", "metrics.json", "dvclive/plots/metrics/train/loss.tsv"):

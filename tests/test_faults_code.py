@@ -20,7 +20,7 @@ import yaml
 import eps
 from eps.errors import EpsError, SpaceError
 from eps.model_file import read_model, save_model
-from tests.conftest import REPO, TINY_NB201, run_eps
+from tests.conftest import REPO, run_eps
 
 pytestmark = pytest.mark.unit
 
@@ -251,17 +251,17 @@ def test_a_plugin_bug_at_run_time_names_the_plugin_not_eps(tmp_path):
 
 # ------------------------------------------------------------------------------------------ run folders are data
 
-@pytest.fixture(scope="module")
-def nb201_run(tmp_path_factory):
-    """A finished tiny NB201 run through search and select (CLI), once per module: (folder, params)."""
-    d = tmp_path_factory.mktemp("nb201run")
-    params = d / "tiny.yaml"
-    cfg = yaml.safe_load(yaml.safe_dump(TINY_NB201))
-    params.write_text(yaml.safe_dump(cfg))
-    for stage in ("warmup", "search", "select"):
-        run_eps("stage", stage, "--space", "nb201", "--params", params, "--out", d / "runs", cwd=d, one_thread=True,
-                timeout=600)
-    return d, params
+@pytest.fixture
+def nb201_run(finished_run, tmp_path):
+    """A finished tiny NB201 run through search and select (the session's finished run, less its retrain and report):
+    (folder, params), the run in folder/runs."""
+    params, runs = finished_run
+    d = tmp_path / "nb201run"
+    shutil.copytree(runs, d / "runs")
+    for later in ("retrain", "report", ".work/retrain"):
+        shutil.rmtree(d / "runs/nb201" / later, ignore_errors=True)
+    shutil.copy(params, d / "tiny.yaml")
+    return d, d / "tiny.yaml"
 
 
 def plant_plugin(stage: Path, ref: str) -> None:

@@ -23,13 +23,12 @@ from pydantic import BaseModel
 
 from eps import checkpoint
 from eps.errors import CheckpointError, ConfigError, DataError, EpsError
-from tests.conftest import DATA_ROOT, EPS, eps_env, run_eps, write_tiny_params
+from tests.conftest import DATA_ROOT, EPS, SHORT_SEARCH as SHORT, eps_env, run_eps, write_tiny_params
 
 pytestmark = pytest.mark.e2e
 
-# warm-up of 0 iterations: the search runs without the warm-up stage; 6 rounds, a checkpoint after each
-SHORT = dict(warmup=dict(iterations=0), search=dict(iterations=60, val_interval=10, checkpoint_every=1))
-OTHER = dict(warmup=dict(iterations=0), search=dict(iterations=60, val_interval=10, checkpoint_every=1, lr=0.05))
+# SHORT (tests/conftest.py: no warm-up, 6 rounds, a checkpoint after each) with another learning rate
+OTHER = dict(warmup=SHORT["warmup"], search={**SHORT["search"], "lr": 0.05})
 OUTPUTS = ["history.jsonl", "supernet.pt", "metrics.json", "population.csv"]
 
 
@@ -111,16 +110,19 @@ def run_killed(setup: str, *args, cwd=None) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def ref(tmp_path_factory):
-    """Undisturbed tiny searches: params SHORT and OTHER (another lr) each in its own folder, as (params, out)."""
-    d = tmp_path_factory.mktemp("ref")
-    out = {}
-    for name, sections in (("short", SHORT), ("other", OTHER)):
-        (d / name).mkdir()
-        params = write_tiny_params(d / name, **sections)
-        run_eps("stage", "search", "--params", params, "--out", d / name / "runs", one_thread=True)
-        out[name] = (params, d / name / "runs")
-    return out
+def other_search(tmp_path_factory):
+    """An undisturbed tiny search of OTHER (SHORT with another lr): (params, out)."""
+    d = tmp_path_factory.mktemp("other")
+    params = write_tiny_params(d, **OTHER)
+    run_eps("stage", "search", "--params", params, "--out", d / "runs", one_thread=True)
+    return params, d / "runs"
+
+
+@pytest.fixture
+def ref(short_search, other_search):
+    """Undisturbed tiny searches as (params, out): "short" (SHORT_SEARCH of tests/conftest.py, made once for this
+    module and tests/test_faults_run.py) and "other"."""
+    return {"short": short_search, "other": other_search}
 
 
 def copy_run(ref, tmp_path, name="short") -> tuple[Path, Path, Path]:
@@ -378,6 +380,7 @@ def test_import_records_is_refused_while_a_search_runs(tmp_path):
         while not (out / "nb201/.work/search/history.jsonl").exists():
             assert search.poll() is None, search.stderr.read()
             time.sleep(0.05)
+        search.send_signal(signal.SIGSTOP)  # holds the lock mid-search, and leaves the cores to import-records
         proc = run_eps("import-records", records, "--out", out, "--force", check=False)
         assert search.poll() is None, "the search ended before import-records tried; make it longer"
         one_line_error(proc, "another eps process is writing", str(out / "nb201"))

@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -16,12 +17,10 @@ import yaml
 
 from eps import checkpoint
 from eps import io as eio
-from tests.conftest import DATA_ROOT, EPS, eps_env, resign, run_eps, write_tiny_params
+from tests.conftest import DATA_ROOT, EPS, SHORT_SEARCH as SHORT, eps_env, resign, run_eps, write_tiny_params
 
 pytestmark = pytest.mark.e2e
 
-# warm-up of 0 iterations: the search runs without the warm-up stage; 6 rounds, a checkpoint after each
-SHORT = dict(warmup=dict(iterations=0), search=dict(iterations=60, val_interval=10, checkpoint_every=1))
 OUTPUTS = ["history.jsonl", "supernet.pt", "metrics.json", "population.csv"]
 
 
@@ -44,13 +43,11 @@ def same_search_outputs(a: Path, b: Path):
             assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
 
 
-@pytest.fixture(scope="module")
-def ref(tmp_path_factory):
-    """One undisturbed tiny search: (params, out). Tests copy its folder to start from a finished run."""
-    d = tmp_path_factory.mktemp("ref")
-    params = write_tiny_params(d, **SHORT)
-    run_eps("stage", "search", "--params", params, "--out", d / "runs", one_thread=True)
-    return params, d / "runs"
+@pytest.fixture
+def ref(short_search):
+    """One undisturbed tiny search of SHORT (tests/conftest.py, shared with tests/test_faults_files.py): (params,
+    out). Tests copy its folder to start from a finished run."""
+    return short_search
 
 
 def copy_run(ref, tmp_path, finished: bool = True) -> tuple[Path, Path, Path]:
@@ -70,23 +67,24 @@ def iteration_of(path: Path) -> int:
 
 # ---- 1. one writer per run folder and stage ------------------------------------------------------------------------
 
-def test_second_writer_fails_at_once_and_first_finishes_undisturbed(tmp_path):
-    params = write_tiny_params(tmp_path, warmup=dict(iterations=0),
-                               search=dict(iterations=500, val_interval=10, checkpoint_every=1))
-    ref_out, out = tmp_path / "ref", tmp_path / "busy"
-    run_eps("stage", "search", "--params", params, "--out", ref_out, one_thread=True)
+def test_second_writer_fails_at_once_and_first_finishes_undisturbed(ref, tmp_path):
+    params, ref_out = ref
+    out = tmp_path / "busy"
     first = subprocess.Popen([EPS, "stage", "search", "--params", params, "--out", out], env=eps_env(True),
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        # the in-progress history is created once the first process holds the lock (no timing assumed, only order)
+        # the in-progress history is created once the first process holds the lock (no timing assumed, only order);
+        # stopped there, it holds the lock mid-search for as long as the others take
         while not (out / "nb201/.work/search/history.jsonl").exists():
             assert first.poll() is None, first.stderr.read()
             time.sleep(0.05)
+        first.send_signal(signal.SIGSTOP)
+        assert first.poll() is None, "the first search ended before the others tried; make it longer"
         second = run_eps("stage", "search", "--params", params, "--out", out, check=False, one_thread=True)
         # another stage on the same folder is a second writer too (one writer per run folder)
         other = run_eps("stage", "warmup", "--params", params, "--out", out, "--restart", check=False,
                         one_thread=True)
-        assert first.poll() is None, "the first search ended before the second one tried; make it longer"
+        first.send_signal(signal.SIGCONT)
         line = one_line_error(second)
         assert "another eps process is writing" in line and str(out / "nb201") in line
         line = one_line_error(other)

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from eps.params import load_params
-from tests.conftest import TINY_NB201, run_chain, run_eps
+from tests.conftest import run_eps
 
 pytestmark = pytest.mark.e2e
 
@@ -26,14 +26,12 @@ STAGE_FILES = {
 }
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """A finished tiny nb201 run (all four stages and the report) and its params file."""
-    base = tmp_path_factory.mktemp("finished")
-    params = base / "tiny.yaml"
-    params.write_text(yaml.safe_dump(TINY_NB201))
-    run_chain(params, base / "runs")  # in process: the CLI's own behaviour is what the tests below call
-    return base / "runs", params
+@pytest.fixture
+def finished(finished_run):
+    """A finished tiny nb201 run (all four stages and the report, made in process by tests/conftest.py: the CLI's own
+    behaviour is what the tests below call) and its params file: (runs, params). Tests that change it copy it."""
+    params, runs = finished_run
+    return runs, params
 
 
 def _copy(finished, tmp_path):

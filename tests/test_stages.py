@@ -2,9 +2,7 @@
 import json
 import os
 import random
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +12,7 @@ import yaml
 from eps import checkpoint
 from eps.model_file import read_model
 from eps.spaces.nb201.space import str_to_arch
-from tests.conftest import DATA_ROOT, EPS, run_eps, write_tiny_params
+from tests.conftest import DATA_ROOT, EPS, kill_at_random_moments, run_eps, write_tiny_params
 
 pytestmark = pytest.mark.e2e
 
@@ -81,27 +79,18 @@ def _same_outputs(a: Path, b: Path):
 
 
 def test_search_killed_at_random_moments_resumes_exactly(tmp_path):
-    params = write_tiny_params(tmp_path, search=dict(iterations=1200, val_interval=10, checkpoint_every=1))
+    # 30 rounds, a checkpoint after each: three kills at random moments past start-up, then the rest
+    params = write_tiny_params(tmp_path, search=dict(iterations=300, val_interval=10, checkpoint_every=1))
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     for out in (ref, killed):
         run_eps("stage", "warmup", "--params", params, "--out", out)
     run_eps("stage", "search", "--params", params, "--out", ref)
     env = {**os.environ, "EPS_DATA_DIR": str(DATA_ROOT), "EPS_PROGRESS": "0"}
-    rng = random.Random(0)
-    kills = 0
-    for attempt in range(8):
-        proc = subprocess.Popen([EPS, "stage", "search", "--params", params, "--out", killed], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        # wait until the run is past start-up (a checkpoint beyond the previous one), then kill at a random moment
-        time.sleep(rng.uniform(3.0, 6.0))
-        if proc.poll() is not None:
-            break
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        kills += 1
-    else:
-        proc = None
-    if proc is None or proc.returncode != 0:
+    kills, finished = kill_at_random_moments(
+        lambda: subprocess.Popen([EPS, "stage", "search", "--params", params, "--out", killed], env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        killed / "nb201/.work/search/last.pt", random.Random(0))
+    if not finished:
         run_eps("stage", "search", "--params", params, "--out", killed)
     assert kills >= 2, "the test never interrupted the search; make it longer"
     _same_outputs(ref / "nb201", killed / "nb201")
@@ -149,25 +138,18 @@ def test_changed_params_refuse_checkpoint_without_restart(tiny_params, tmp_path)
 
 
 def test_retrain_killed_at_random_moments_resumes_exactly(tmp_path):
-    params = write_tiny_params(tmp_path, retrain=dict(epochs=30, train_subset=512, checkpoint_every=1))
+    # 15 epochs, a checkpoint after each: three kills at random moments past start-up, then the rest
+    params = write_tiny_params(tmp_path, retrain=dict(epochs=15, train_subset=512, checkpoint_every=1))
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     for out in (ref, killed):
         for stage in ("warmup", "search", "select"):
             run_eps("stage", stage, "--params", params, "--out", out)
     run_eps("stage", "retrain", "--params", params, "--out", ref)
     env = {**os.environ, "EPS_DATA_DIR": str(DATA_ROOT), "EPS_PROGRESS": "0"}
-    rng = random.Random(1)
-    kills, finished = 0, False
-    for _ in range(8):
-        proc = subprocess.Popen([EPS, "stage", "retrain", "--params", params, "--out", killed], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(3.0, 6.0))
-        if proc.poll() is not None:
-            finished = proc.returncode == 0
-            break
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        kills += 1
+    kills, finished = kill_at_random_moments(
+        lambda: subprocess.Popen([EPS, "stage", "retrain", "--params", params, "--out", killed], env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        killed / "nb201/.work/retrain/last.pt", random.Random(1))
     if not finished:
         run_eps("stage", "retrain", "--params", params, "--out", killed)
     assert kills >= 2, "the test never interrupted the retrain; make it longer"
