@@ -286,7 +286,12 @@ def _write(r: _Run, show_settings: bool) -> str:
     rep.show(console, results + details + (settings if show_settings or not (selection or r.search_metrics
                                                                             or r.retrain_metrics) else []))
     figures = sorted(p.stem for p in d.glob("*.png"))
-    console.print(Text(f"report written to {d}:", overflow="fold"))
+    where = f"report written to {d}:"
+    if len(where) <= console.width:
+        console.print(Text(where))
+    else:  # the folder on a line of its own, indented like the lines below (rich would break at the space)
+        console.print(Text("report written to"))
+        console.print(Text(f"  {d}:", overflow="fold"))
     console.print(Text("  report.txt (with the settings)" + ("; figures as .svg and 300-dpi .png:" if figures else "")))
     if figures:
         # wrapped here at 80 columns, indented, at the commas: a terminal's own wrap would start at column 0
