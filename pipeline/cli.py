@@ -81,7 +81,6 @@ def _say(line: str, **style) -> None:
 def _usage_line(err, path: str) -> str:
     """A click usage error (unknown option or command, missing or bad value) as one plain line naming the help of
     the command it is about (``path``, e.g. ``eps stage search``)."""
-    import re
     text = " ".join(str(err.format_message()).split()).rstrip(".") or "bad usage"
     # a value our own parser refused (typer passes it through pydantic): its reason names the option already
     own = re.fullmatch(r"Invalid value for [^:]+: Value error, (?P<why>--.*)", text)

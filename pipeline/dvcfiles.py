@@ -137,7 +137,7 @@ def _stage_params(stage: str, version: bool, warmup_keys: list[str] | None = Non
 def _stage(stage: str, code: list[str], version: bool, warmup_keys=None) -> dict:
     run = f"runs/${{item}}/{stage}"
     restart = " --restart" if stage in ("warmup", "search", "retrain") else ""
-    cmd = (f"eps report --space ${{item}} --params params.yaml --out runs" if stage == "report" else
+    cmd = ("eps report --space ${item} --params params.yaml --out runs" if stage == "report" else
            f"eps stage {stage} --space ${{item}} --params params.yaml --out runs{restart}")
     # Each stage's output is its folder (one hash in `dvc exp show` per dependency); a stage depends on the one file
     # of the stage before that it reads, so a search rerun that selects the same cell does not retrain it.

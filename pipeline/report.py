@@ -294,8 +294,8 @@ def _write(r: _Run, show_settings: bool) -> str:
         console.print(Text(f"  {d}:", overflow="fold"))
     console.print(Text("  report.txt (with the settings)" + ("; figures as .svg and 300-dpi .png:" if figures else "")))
     if figures:
-        # wrapped here at 80 columns, indented, at the commas: a terminal's own wrap would start at column 0
-        console.print(Text(textwrap.fill(", ".join(figures), 80, initial_indent="    ", subsequent_indent="    ",
+        # wrapped here, indented, at the commas: a terminal's own wrap would start at column 0
+        console.print(Text(textwrap.fill(", ".join(figures), console.width, initial_indent="    ", subsequent_indent="    ",
                                          break_long_words=False, break_on_hyphens=False), overflow="fold"))
     return text
 
@@ -363,13 +363,12 @@ def report_many(space_name: str, params: dict, outs: list[Path], explicit: bool 
                            f"seed (first vs this: {shown}{more}); report several run folders together only when they "
                            f"are seeds of one experiment, or report each on its own")
     seeds = [r.params.get("seed") for r in runs]
-    # a mean and std over a run counted twice (a copied folder, or one given twice) would claim a spread not measured
+    # a mean and std over a run counted twice (a copied folder) would claim a spread not measured; a folder given
+    # twice is refused by the CLI before this
     for i, r in enumerate(runs):
         same = next((o for o in runs[:i] if o.params.get("seed") == r.params.get("seed")), None)
         if same is not None:
-            twice = Path(same.paths.root).resolve() == Path(r.paths.root).resolve()
-            raise EpsError(f"{r.paths.root} is given twice; report each run folder once" if twice else
-                           f"{same.paths.root} and {r.paths.root} are both seed {r.params.get('seed')} (a copy of "
+            raise EpsError(f"{same.paths.root} and {r.paths.root} are both seed {r.params.get('seed')} (a copy of "
                            f"one run?); report several run folders together only when each has its own seed")
 
     archs = [r.retrained_arch if r.retrain_metrics else (r.selection or {}).get("arch") for r in runs]

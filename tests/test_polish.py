@@ -6,16 +6,14 @@ of odd ``--out`` values. Real CLI subprocesses and real files on the tiny NB201 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import DATA_ROOT, EPS, REPO, eps_env, run_eps
+from tests.conftest import EPS, REPO, eps_env, run_eps
 
 pytestmark = pytest.mark.cli
 
@@ -151,16 +149,6 @@ def test_help_pages_show_no_metavar_on_flags():
         proc = eps_at(100, *args)
         assert "--restart" in proc.stdout or "--version" in proc.stdout or "--settings" in proc.stdout, proc.stdout
         assert "<bool>" not in proc.stdout, proc.stdout
-
-
-def test_docs_build_says_nothing_about_signature_formatters(tmp_path):
-    """mkdocstrings looks for Black or Ruff to reflow long signatures and says on every build that neither is
-    installed: the site's config keeps it from looking (the build stays --strict clean)."""
-    proc = subprocess.run([str(Path(sys.executable).parent / "mkdocs"), "build", "--strict", "-d",
-                           str(tmp_path / "site")], cwd=REPO, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "NO_MKDOCS_2_WARNING": "1", "EPS_DATA_DIR": str(DATA_ROOT)})
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "Formatting signatures" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
 
 
 # ------------------------------------------------------------------------------------------------ one check
