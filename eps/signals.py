@@ -5,6 +5,10 @@ once, silently. ``install`` (called by the ``eps`` program, not on import: a lib
 makes SIGTERM raise ``Terminated`` where the process is; inside ``deferred()`` (the search loop, one process) the
 first SIGTERM is only noted, and the loop checkpoints at the end of its round and then raises it, so the work of
 the round is kept. A second SIGTERM raises at once.
+
+Outside a command (the program still loading its modules and building its command line, or already done) there is
+nothing to keep and no handler of the program's to take an exception: there a SIGTERM or Ctrl-C ends the process at
+once with its one line and status (143, 130). ``command()`` marks the span in which exceptions are raised instead.
 """
 from __future__ import annotations
 
@@ -18,11 +22,35 @@ from eps.errors import Terminated
 _received = False   # a SIGTERM arrived in this process
 _pending = False    # ... and is held until the loop's next safe point
 _deferring = 0
+_depth = 0
+_phase = "starting"   # "starting" -> "running" (inside command()) -> "finished"
 
 
 def _importing() -> bool:
     """Whether a module is being imported right now (importlib marks its spec ``_initializing`` until done)."""
     return any(getattr(getattr(m, "__spec__", None), "_initializing", False) for m in list(sys.modules.values()))
+
+
+def _leave(code: int, what: str) -> None:
+    """End the process now with one line; stdout is flushed first so that a finished command's output is whole."""
+    if _phase == "finished":
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # a reentrant or closed stream: what was written stays written
+                pass
+        line = f"{what} as eps was exiting; the command had finished\n"
+    else:
+        line = f"{what} while eps was starting; nothing was lost, run the same command again\n"
+    os.write(2, line.encode())
+    os._exit(code)
+
+
+def _outside() -> bool:
+    # inside an import (torch's above all, a minute's first seconds) an exception leaves half-built modules that
+    # crash the error handler or the interpreter's exit (seen: segfaults); nothing has been computed or opened for
+    # writing while modules load, so the process leaves at once there too
+    return _phase != "running" or _importing()
 
 
 def _handler(signum, frame) -> None:
@@ -31,21 +59,41 @@ def _handler(signum, frame) -> None:
     if _deferring and not _pending:
         _pending = True
         return
-    if _importing():
-        # an exception raised inside an import (torch's above all, a minute's first seconds) leaves half-built
-        # modules that crash the error handler or the interpreter's exit (seen: segfaults); nothing has been computed
-        # or opened for writing while modules load, so leave at once with the one line
-        os.write(2, b"terminated (SIGTERM) while eps was starting; nothing was lost, run the same command again\n")
-        os._exit(143)
+    if _outside():
+        _leave(143, "terminated (SIGTERM)")
     raise Terminated()
 
 
+def _interrupt(signum, frame) -> None:
+    if _outside():
+        _leave(130, "interrupted")
+    raise KeyboardInterrupt
+
+
 def install() -> None:
-    """Turn SIGTERM into ``Terminated`` in this process (main thread only; elsewhere a no-op)."""
+    """Turn SIGTERM into ``Terminated`` and keep Ctrl-C's ``KeyboardInterrupt`` inside ``command()``; outside it
+    either signal ends the process with one line (main thread only; elsewhere a no-op). Called by the ``eps``
+    program, never on import."""
     try:
-        signal.signal(signal.SIGTERM, _handler)
+        signal.signal(signal.SIGINT, _interrupt)
+        signal.signal(signal.SIGTERM, _handler)  # second: a test sees both in place once SIGTERM's is
     except ValueError:  # not the main thread
         pass
+
+
+@contextlib.contextmanager
+def command():
+    """The span of one command's own work, where a signal raises (``Terminated``, ``KeyboardInterrupt``) for the
+    command's handler to report and its checkpoints to keep; after it, the process is finishing."""
+    global _phase, _depth
+    _phase = "running"
+    _depth += 1
+    try:
+        yield
+    finally:
+        _depth -= 1
+        if not _depth:
+            _phase = "finished"
 
 
 def received() -> bool:

@@ -117,7 +117,6 @@ class Group(TyperGroup):
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         import sys
-        from eps import signals
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
@@ -134,8 +133,6 @@ class Group(TyperGroup):
         except typer.Abort:
             _say("aborted", fg="yellow")
             code = 1
-        if code == 130 and signals.received():  # typer turned a SIGTERM outside any command into Ctrl-C's code
-            code = 143
         sys.exit(code if isinstance(code, int) else 0)
 
 
@@ -364,26 +361,28 @@ def friendly(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         import os
-        try:
-            return fn(*args, **kwargs)
-        except (typer.Exit, typer.TyperException, typer.Abort, SystemExit, GeneratorExit):
-            raise
-        except BaseException as err:
+        from eps import signals
+        with signals.command():  # a signal from here on raises, for the handler below to report
             try:
-                code, line = _describe(err)
-                if code == 1 and os.environ.get("EPS_DEBUG"):
-                    raise err
-                if code in (130, 143):
-                    _quiet_second_interrupt(code)
-                if line and _speaks(err):
-                    _say(line, fg="yellow" if code in (130, 143) else "red")
-            except BaseException as again:
-                if again is err:
-                    raise
-                _say("error: eps could not describe the error; rerun with EPS_DEBUG=1 for the traceback")
-                code = 1
-            _quiet_signals(code)
-            raise typer.Exit(code) from None
+                return fn(*args, **kwargs)
+            except (typer.Exit, typer.TyperException, typer.Abort, SystemExit, GeneratorExit):
+                raise
+            except BaseException as err:
+                try:
+                    code, line = _describe(err)
+                    if code == 1 and os.environ.get("EPS_DEBUG"):
+                        raise err
+                    if code in (130, 143):
+                        _quiet_second_interrupt(code)
+                    if line and _speaks(err):
+                        _say(line, fg="yellow" if code in (130, 143) else "red")
+                except BaseException as again:
+                    if again is err:
+                        raise
+                    _say("error: eps could not describe the error; rerun with EPS_DEBUG=1 for the traceback")
+                    code = 1
+                _quiet_signals(code)
+                raise typer.Exit(code) from None
     return wrapper
 
 
