@@ -20,9 +20,14 @@ import math
 import warnings
 
 import numpy as np
-from scipy import stats
 
 __all__ = ["kendall_tau", "spearman_rho", "rank_average"]
+
+
+def _stats():
+    """``scipy.stats``, imported on first use: its import takes about a second, which every eps command would pay."""
+    from scipy import stats
+    return stats
 
 
 def _as_pair(x, y) -> tuple[np.ndarray, np.ndarray]:
@@ -48,7 +53,7 @@ def rank_average(x) -> np.ndarray:
     xa = np.asarray(x, dtype=np.float64).ravel()
     if xa.size == 0:
         return np.empty(0, dtype=np.float64)
-    return np.asarray(stats.rankdata(xa, method="average"), dtype=np.float64)
+    return np.asarray(_stats().rankdata(xa, method="average"), dtype=np.float64)
 
 
 def _clipped(value: float) -> float:
@@ -68,7 +73,7 @@ def kendall_tau(x, y) -> float:
         return float("nan")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # degenerate inputs are already excluded above
-        return _clipped(float(stats.kendalltau(xa, ya, variant="b").statistic))
+        return _clipped(float(_stats().kendalltau(xa, ya, variant="b").statistic))
 
 
 def spearman_rho(x, y) -> float:
@@ -80,4 +85,4 @@ def spearman_rho(x, y) -> float:
         return float("nan")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return _clipped(float(stats.spearmanr(xa, ya).statistic))
+        return _clipped(float(_stats().spearmanr(xa, ya).statistic))
