@@ -119,10 +119,9 @@ def test_tiny_pipeline_through_the_cli(name, tmp_path):
         shutil.copytree(REPO / "examples", tmp_path / "examples")
     params.write_text(yaml.safe_dump(cfg))
     out = tmp_path / "out"
-    for stage in ("warmup", "search", "select", "retrain"):
-        run_eps("stage", stage, "--space", name, "--params", params, "--out", out, cwd=tmp_path, one_thread=True,
-                timeout=600)
-    run_eps("report", "--space", name, "--params", params, "--out", out, cwd=tmp_path, one_thread=True)
+    # `eps run`: the four stages and the report in one process (each stage as its own command: tests/test_stages.py,
+    # tests/test_dvc.py)
+    run_eps("run", "--space", name, "--params", params, "--out", out, cwd=tmp_path, one_thread=True, timeout=600)
     root = out / name
     sp = get_space(name, load_params(params)[name])
     chosen = (root / "select" / "arch.txt").read_text().strip()

@@ -467,9 +467,8 @@ def pipeline_run(tmp_path_factory):
     params = root / "tiny.yaml"
     params.write_text(yaml.safe_dump(TINY))
     out = root / "out"
-    for stage in ("warmup", "search", "select", "retrain"):
-        run_eps("stage", stage, "--space", "darts-rnn", "--params", params, "--out", out, cwd=root, one_thread=True)
-    run_eps("report", "--space", "darts-rnn", "--params", params, "--out", out, cwd=root, one_thread=True)
+    # the four stages and the report in one process (`eps run`)
+    run_eps("run", "--space", "darts-rnn", "--params", params, "--out", out, cwd=root, one_thread=True)
     return out / "darts-rnn"
 
 

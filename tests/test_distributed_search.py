@@ -82,9 +82,9 @@ def test_two_ranks_follow_one_process(tmp_path):
 
 
 def test_two_rank_run_killed_resumes_exactly(tmp_path):
-    # 25 rounds, a checkpoint after each: two kills at random moments past start-up (two interpreters, gloo
-    # rendezvous), mid-search, then the rest
-    params = _params(tmp_path, iterations=250, checkpoint_every=1)
+    # 12 rounds, a checkpoint after each: two kills at random moments past start-up (two interpreters, gloo
+    # rendezvous; each kill advances the run by at most about 4 rounds), mid-search, then the rest
+    params = _params(tmp_path, iterations=120, checkpoint_every=1)
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     _torchrun("stage", "search", "--params", params, "--out", ref)
     kills, finished = kill_at_random_moments(

@@ -57,8 +57,7 @@ def test_example_is_at_most_150_lines():
 @pytest.mark.e2e
 def test_example_runs_every_stage_through_the_cli(tmp_path):
     out = tmp_path / "runs"
-    for stage in ("warmup", "search", "select", "retrain"):
-        run_eps("stage", stage, "--space", SPACE_REF, "--params", PARAMS, "--out", out, one_thread=True)
+    run_eps("run", "--space", SPACE_REF, "--params", PARAMS, "--out", out, one_thread=True)  # the stages, the report
     root = out / "glyph"
     hist = [json.loads(line) for line in (root / "search/history.jsonl").read_text().splitlines()]
     cfg = yaml.safe_load(PARAMS.read_text())["glyph"]["search"]
