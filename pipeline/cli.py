@@ -714,12 +714,13 @@ def dvc_init(spaces: Optional[List[str]] = typer.Option(
 def main():
     """The `eps` program. NO_COLOR (https://no-color.org) turns colour off; output that is not a terminal never has it."""
     import atexit
-    import os
     global _AS_PROGRAM
     from eps import signals
     _AS_PROGRAM = True
     atexit.register(_exit_after_interrupt)
-    signals.install()  # SIGTERM (Slurm, Kubernetes, torchrun) ends a command as Ctrl-C does, with status 143
+    # SIGTERM (Slurm, Kubernetes, torchrun) ends a command as Ctrl-C does, with status 143; outside a command either
+    # signal ends the program at once with its line
+    signals.install()
     app(color=_color())
 
 
