@@ -40,6 +40,9 @@ def _leave(code: int, what: str) -> None:
             except Exception:  # a reentrant or closed stream: what was written stays written
                 pass
         line = f"{what} as eps was exiting; the command had finished\n"
+    elif _phase == "running":  # inside an import that a command makes on first use (a later stage's modules)
+        line = (f"{what} while eps was loading a module; run the same command again to resume from the last "
+                f"checkpoint\n")
     else:
         line = f"{what} while eps was starting; nothing was lost, run the same command again\n"
     os.write(2, line.encode())
@@ -48,8 +51,9 @@ def _leave(code: int, what: str) -> None:
 
 def _outside() -> bool:
     # inside an import (torch's above all, a minute's first seconds) an exception leaves half-built modules that
-    # crash the error handler or the interpreter's exit (seen: segfaults); nothing has been computed or opened for
-    # writing while modules load, so the process leaves at once there too
+    # crash the error handler or the interpreter's exit (seen: segfaults), so the process leaves at once there too:
+    # a run folder survives SIGKILL at any moment (tests kill runs at random), so at most the work since the last
+    # checkpoint is lost, as with any interrupt
     return _phase != "running" or _importing()
 
 

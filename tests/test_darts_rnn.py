@@ -461,7 +461,9 @@ def test_retrain_resume_is_exact(tmp_path, start_asgd):
 
 # --- the real CLI, end to end -----------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
+# session-scoped, not module: a module fixture was made twice in full runs (pytest-xdist); tests/conftest.py
+# keeps the tests of a session fixture on one worker, where it lives until the end
+@pytest.fixture(scope="session")
 def pipeline_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("rnn")
     params = root / "tiny.yaml"

@@ -59,7 +59,9 @@ def gt():
     return ground_truth()
 
 
-@pytest.fixture(scope="module")
+# session-scoped, not module: a module fixture was made twice in full runs (pytest-xdist); tests/conftest.py
+# keeps the tests of a session fixture on one worker, where it lives until the end
+@pytest.fixture(scope="session")
 def cli_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("study")
     params = tmp / "tiny.yaml"
