@@ -45,7 +45,8 @@ def _leave(code: int, what: str) -> None:
                 f"checkpoint\n")
     else:
         line = f"{what} while eps was starting; nothing was lost, run the same command again\n"
-    os.write(2, line.encode())
+    if os.environ.get("RANK", "0").strip() in ("", "0"):  # under torchrun every rank gets the signal: rank 0 says it
+        os.write(2, line.encode())
     os._exit(code)
 
 
