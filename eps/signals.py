@@ -19,7 +19,6 @@ import sys
 
 from eps.errors import Terminated
 
-_received = False   # a SIGTERM arrived in this process
 _pending = False    # ... and is held until the loop's next safe point
 _deferring = 0
 _depth = 0
@@ -31,14 +30,20 @@ def _importing() -> bool:
     return any(getattr(getattr(m, "__spec__", None), "_initializing", False) for m in list(sys.modules.values()))
 
 
+def exit_now(code: int) -> None:
+    """End the process with ``code`` at once (``os._exit``: no finally blocks, no atexit handlers, no interpreter
+    teardown), stdout and stderr flushed first so that what was printed stays whole."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # a reentrant, closed or broken stream: what was written stays written
+            pass
+    os._exit(code)
+
+
 def _leave(code: int, what: str) -> None:
-    """End the process now with one line; stdout is flushed first so that a finished command's output is whole."""
+    """End the process now (``exit_now``) with one line saying where it stopped."""
     if _phase == "finished":
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:  # a reentrant or closed stream: what was written stays written
-                pass
         line = f"{what} as eps was exiting; the command had finished\n"
     elif _phase == "running":  # inside an import that a command makes on first use (a later stage's modules)
         line = (f"{what} while eps was loading a module; run the same command again to resume from the last "
@@ -47,7 +52,7 @@ def _leave(code: int, what: str) -> None:
         line = f"{what} while eps was starting; nothing was lost, run the same command again\n"
     if os.environ.get("RANK", "0").strip() in ("", "0"):  # under torchrun every rank gets the signal: rank 0 says it
         os.write(2, line.encode())
-    os._exit(code)
+    exit_now(code)
 
 
 def _outside() -> bool:
@@ -59,8 +64,7 @@ def _outside() -> bool:
 
 
 def _handler(signum, frame) -> None:
-    global _received, _pending
-    _received = True
+    global _pending
     if _deferring and not _pending:
         _pending = True
         return
@@ -99,11 +103,6 @@ def command():
         _depth -= 1
         if not _depth:
             _phase = "finished"
-
-
-def received() -> bool:
-    """Whether this process has received SIGTERM since ``install``."""
-    return _received
 
 
 def pending() -> bool:

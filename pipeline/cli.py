@@ -235,28 +235,19 @@ def _quiet_signals(code: int) -> None:
     if not _AS_PROGRAM:
         return
     import signal
+    from eps import signals
     try:
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda signum, frame: _exit_now(code))
+            signal.signal(sig, lambda signum, frame: signals.exit_now(code))
     except ValueError:  # not the main thread: nothing to install
         pass
-
-
-def _exit_now(code: int) -> None:
-    import os
-    import sys
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:  # a closed or broken stream: nothing more to say
-            pass
-    os._exit(code)
 
 
 def _exit_after_interrupt() -> None:
     """Registered by main() before any command runs, so it runs after every atexit handler a command registers."""
     if _INTERRUPTED:
-        _exit_now(_INTERRUPTED)
+        from eps import signals
+        signals.exit_now(_INTERRUPTED)
 
 
 def _escaped(text: str) -> str:
