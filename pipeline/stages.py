@@ -217,14 +217,14 @@ def retrain(space_name: str, params: dict, out: str | Path, restart: bool = Fals
                 chosen, inputs = arch, {"arch": arch}
                 if chosen is None:
                     arch_file = require(paths.stage("select") / "arch.txt", "select", space_name, paths)
-                    chosen = arch_file.read_text().strip()
-                    inputs = {"arch": chosen, "select/arch.txt": checkpoint.file_digest(arch_file)}
                     try:
+                        chosen = arch_file.read_text(encoding="utf-8").strip()
                         exp.space.decode(chosen)
-                    except EpsError as err:
+                    except (EpsError, UnicodeDecodeError) as err:
                         raise EpsError(f"{arch_file} does not hold an architecture of {space_name} ({err}); rerun "
                                        f"`eps stage select --space {cli_name(space_name)} --out {paths.out} "
                                        f"--redo`") from None
+                    inputs = {"arch": chosen, "select/arch.txt": checkpoint.file_digest(arch_file)}
                 done = up_to_date(paths, "retrain", params, space_name, inputs, redo, RETRAIN_OUTPUTS,
                                   upstream=arch is None)
                 resumed = not done and redo and start_redo(paths, "retrain", params, space_name, inputs, restart)

@@ -258,3 +258,18 @@ def test_dvc_init_outside_a_dvc_repository_says_to_create_one(tmp_path):
     (tmp_path / ".dvc").mkdir()
     assert run_eps("dvc", "init", "--dir", tmp_path, "--force", cwd=tmp_path).stdout.splitlines()[-1] == \
         "next: dvc repro"
+
+
+@pytest.mark.cli
+def test_a_non_utf8_arch_file_is_one_line_naming_the_select_redo(finished_run, tmp_path):
+    """Fresh-user finding: bytes that are not UTF-8 in select/arch.txt made `eps stage retrain` an unexpected error
+    (exit 1); like any other content that is not an architecture, it is one line naming the select --redo, exit 2."""
+    params, runs = finished_run
+    copy = tmp_path / "runs"
+    shutil.copytree(runs, copy)
+    arch = copy / "nb201/select/arch.txt"
+    arch.write_bytes(b"caf\xe9|\x85\xff")
+    model = (copy / "nb201/retrain/model.pt").read_bytes()
+    line = one_line(run_eps("stage", "retrain", "--params", params, "--out", copy, check=False))
+    assert str(arch) in line and "does not hold an architecture" in line and "--redo" in line, line
+    assert (copy / "nb201/retrain/model.pt").read_bytes() == model
